@@ -1,0 +1,58 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Hot-path modules are compiled with exclusivity checks off: they hold their state in
+// raw, slot-indexed memory owned by one reactor thread, where the dynamic checks cost
+// time per message and protect nothing.
+let hotPath: [SwiftSetting] = [
+    .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release)),
+]
+
+let package = Package(
+    name: "Tickwire",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "tickwire", targets: ["tickwire"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
+    ],
+    targets: [
+        .systemLibrary(name: "CLibEV", path: "CLibEV", providers: [.apt(["libev-dev"])]),
+        .systemLibrary(name: "COpenSSL", path: "COpenSSL", providers: [.apt(["libssl-dev"])]),
+
+        // Pure protocol code: bytes in, events or errors out. No sockets, no libev.
+        .target(name: "WireProtocol", dependencies: ["COpenSSL"]),
+
+        // libev reactors: threads, loops, sockets, queues, deadline lists, buffers.
+        .target(name: "CSystemShims"),
+        .target(name: "Reactor", dependencies: ["CLibEV", "CSystemShims"], swiftSettings: hotPath),
+
+        // The edge server: HTTP routes, WebSocket sessions, per-worker connection tables.
+        .target(
+            name: "EdgeServer",
+            dependencies: [
+                "CLibEV", "Reactor", "WireProtocol",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: hotPath
+        ),
+
+        .executableTarget(
+            name: "tickwire",
+            dependencies: [
+                "EdgeServer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
+        .testTarget(name: "WireProtocolTests", dependencies: ["WireProtocol"]),
+        .testTarget(name: "ReactorTests", dependencies: ["Reactor"]),
+        .testTarget(
+            name: "EdgeServerTests",
+            dependencies: ["EdgeServer", "WireProtocol", .product(name: "Logging", package: "swift-log")]
+        ),
+    ]
+)

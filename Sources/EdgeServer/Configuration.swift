@@ -1,0 +1,79 @@
+import WireProtocol
+
+/// Every limit and timeout the edge server enforces, each with the reason for its default.
+/// Validated once at start-up (`validate()`), so a bad value stops the server with a
+/// message instead of misbehaving later.
+public struct ServerConfiguration: Sendable {
+    /// Address to listen on. 0.0.0.0: an edge node serves every interface by default.
+    public var host = "0.0.0.0"
+    /// The spec's port.
+    public var port = 8080
+    /// Reactor threads; one per online core keeps every core busy without contention.
+    public var workers = 1
+    /// Pin reactor i to CPU i (benchmarks, dedicated nodes).
+    public var pinWorkers = false
+    /// WebSocket connections across all reactors; beyond it, upgrades get 503. The default
+    /// is "no limit but the file-descriptor limit".
+    public var maxConnections = 1_000_000
+    /// Largest message a client may send, summed over fragments: 1 MiB fits any dashboard
+    /// command by far while bounding what one peer can make us buffer. Over it: close 1009.
+    public var maxMessageSize = 1 << 20
+    /// Server-initiated ping interval: 30 s, the spec's heartbeat, well under the 60-100 s
+    /// idle timeouts of common proxies and load balancers.
+    public var pingIntervalMilliseconds = 30_000
+    /// A connection that sent nothing (not even a pong) for this long is closed. 75 s is
+    /// two missed heartbeats and a half: a slow network is not mistaken for a dead peer.
+    public var idleTimeoutMilliseconds = 75_000
+    /// Time from accept to a completed request (or upgrade); also the keep-alive timeout
+    /// of plain HTTP connections. 5 s defeats slow-loris clients without hurting real ones.
+    public var handshakeTimeoutMilliseconds = 5_000
+    /// After we send or answer a Close, how long to wait for the peer to finish the
+    /// closing handshake and close its side before we drop the socket (§7.1.1).
+    public var closeTimeoutMilliseconds = 2_000
+    /// On SIGTERM/SIGINT: how long to let clients complete the closing handshake.
+    public var shutdownGraceMilliseconds = 5_000
+    /// `Access-Control-Allow-Origin` values; `*` allows any origin (the spec's default).
+    public var corsOrigins: [String] = ["*"]
+    /// Serve `/echo` (Autobahn conformance runs and echo benchmarks only).
+    public var echo = false
+    /// Request-head limits (bytes, header count).
+    public var httpLimits = HTTPLimits()
+    /// Largest request body (POST /api/publish batches). Over it: 413.
+    public var maxRequestBodyBytes = 4 << 20
+    /// Output a connection may have queued before the server stops reading from it
+    /// (echo and HTTP only; broadcast backlog has its own policy).
+    public var maxOutputBytes = 4 << 20
+    /// Per-reactor read buffer: one read moves up to this much; 256 KiB drains a full
+    /// loopback socket buffer in a few calls.
+    public var readBufferBytes = 256 << 10
+    /// Kernel accept backlog for each reactor's listening socket.
+    public var listenBacklog: Int32 = 4096
+
+    public init() {}
+
+    /// Problems with the settings, each phrased as what to fix; empty when valid.
+    public func validate() -> [String] {
+        var problems: [String] = []
+        // Deadline lists keep 32-bit milliseconds compared with wrapping arithmetic.
+        let maxTimeout = 24 * 24 * 3600 * 1000
+        if !(0...65535).contains(port) { problems.append("--port must be between 0 and 65535 (got \(port))") }
+        if !(1...1024).contains(workers) { problems.append("--workers must be between 1 and 1024 (got \(workers))") }
+        if maxConnections < 1 { problems.append("--max-connections must be at least 1 (got \(maxConnections))") }
+        if !(125...(1 << 30)).contains(maxMessageSize) {
+            problems.append("--max-message-size must be between 125 and 1073741824 bytes (got \(maxMessageSize))")
+        }
+        if !(100...maxTimeout).contains(pingIntervalMilliseconds) { problems.append("--ping-interval must be between 0.1 s and 24 days") }
+        if !(100...maxTimeout).contains(idleTimeoutMilliseconds) { problems.append("--idle-timeout must be between 0.1 s and 24 days") }
+        if idleTimeoutMilliseconds <= pingIntervalMilliseconds {
+            problems.append("--idle-timeout (\(idleTimeoutMilliseconds) ms) must be longer than --ping-interval (\(pingIntervalMilliseconds) ms), or every client times out between pings")
+        }
+        if !(100...maxTimeout).contains(handshakeTimeoutMilliseconds) { problems.append("--handshake-timeout must be between 0.1 s and 24 days") }
+        if !(10...maxTimeout).contains(closeTimeoutMilliseconds) { problems.append("--close-timeout must be between 0.01 s and 24 days") }
+        if !(0...maxTimeout).contains(shutdownGraceMilliseconds) { problems.append("--shutdown-grace must be between 0 s and 24 days") }
+        if corsOrigins.isEmpty { problems.append("--cors-origin needs at least one origin, or '*'") }
+        if httpLimits.maxHeadBytes < 512 { problems.append("the request head limit must be at least 512 bytes") }
+        if httpLimits.maxHeaderCount < 8 { problems.append("the header count limit must be at least 8") }
+        if readBufferBytes < 16 << 10 { problems.append("the read buffer must be at least 16 KiB") }
+        return problems
+    }
+}

@@ -1,0 +1,238 @@
+import Glibc
+import Logging
+import Reactor
+import WireProtocol
+
+/// A parsed request as the router sees it: the head and the body, both inside the buffer
+/// that was read (valid only during the call).
+struct HTTPRequest {
+    let head: HTTPRequestHead
+    let buffer: UnsafeRawBufferPointer
+    let body: UnsafeRawBufferPointer
+
+    var path: UnsafeRawBufferPointer { buffer.slice(head.path) }
+
+    func pathIs(_ literal: StaticString) -> Bool {
+        let p = path
+        guard p.count == literal.utf8CodeUnitCount else { return false }
+        return memcmp(p.baseAddress!, literal.utf8Start, p.count) == 0
+    }
+
+    func string(_ range: Range<Int>?) -> String? {
+        guard let range else { return nil }
+        return String(decoding: buffer.slice(range), as: UTF8.self)
+    }
+
+    var pathString: String { String(decoding: path, as: UTF8.self) }
+    var methodString: String { String(decoding: buffer.slice(head.methodRange), as: UTF8.self) }
+}
+
+extension Worker {
+    /// Parses and answers requests from `buffer[from...]` until one is incomplete, the
+    /// connection upgrades, or a reply must come from off the reactor. Returns the position
+    /// reached; what follows it is kept for the next read.
+    func processHTTP(_ c: UnsafeMutablePointer<Connection>, _ buffer: UnsafeMutableRawBufferPointer, from start: Int) -> Int {
+        var position = start
+        while position < buffer.count && c.pointee.phase == .http {
+            let rest = UnsafeRawBufferPointer(rebasing: buffer[position...])
+            // A previous read may have searched part of this head already.
+            let searchFrom = position == 0 ? max(0, Int(c.pointee.headScanned) - 3) : 0
+            switch HTTPHeadParser.parse(rest, limits: config.httpLimits, searchFrom: searchFrom) {
+            case .incomplete:
+                c.pointee.headScanned = UInt32(rest.count)
+                return position
+            case .failure(let error):
+                stats.httpRequests.bump()
+                respondError(c, error.status, error.message, request: nil, close: true)
+                return buffer.count
+            case .complete(let head):
+                c.pointee.headScanned = 0
+                if head.chunked {
+                    stats.httpRequests.bump()
+                    respondError(c, .lengthRequired, "chunked request bodies are not supported; send Content-Length", request: nil, close: true)
+                    return buffer.count
+                }
+                let bodyLength = head.contentLength ?? 0
+                if bodyLength > config.maxRequestBodyBytes {
+                    stats.httpRequests.bump()
+                    respondError(c, .contentTooLarge, "request body of \(bodyLength) bytes is over the \(config.maxRequestBodyBytes)-byte limit", request: nil, close: true)
+                    return buffer.count
+                }
+                let total = head.headLength + bodyLength
+                if rest.count < total {
+                    // Wait for the body; size the next read for it.
+                    c.pointee.bodyRemaining = total - rest.count
+                    if head.expectContinue && !c.pointee.flags.contains(.httpClose) && rest.count == head.headLength {
+                        enqueue(c, UnsafeRawBufferPointer(staticString: "HTTP/1.1 100 Continue\r\n\r\n"))
+                    }
+                    return position
+                }
+                c.pointee.bodyRemaining = 0
+                stats.httpRequests.bump()
+                let request = HTTPRequest(
+                    head: head, buffer: rest,
+                    body: UnsafeRawBufferPointer(rebasing: rest[head.headLength..<total])
+                )
+                if head.keepAlive { c.pointee.flags.remove(.httpClose) } else { c.pointee.flags.insert(.httpClose) }
+                position += total
+                route(c, request)
+                if c.pointee.phase == .http {
+                    touchDeadline(&handshakeList, c.pointee.slot)
+                }
+            }
+        }
+        return position
+    }
+
+    // MARK: - Routing
+
+    private func route(_ c: UnsafeMutablePointer<Connection>, _ request: HTTPRequest) {
+        let head = request.head
+        if head.method == .options {
+            preflight(c, request)
+            return
+        }
+        if request.pathIs("/ws") {
+            if head.method != .get { return methodNotAllowed(c, request, allow: "GET, OPTIONS") }
+            upgrade(c, request, to: .stream)
+        } else if request.pathIs("/echo") && config.echo {
+            if head.method != .get { return methodNotAllowed(c, request, allow: "GET, OPTIONS") }
+            upgrade(c, request, to: .echo)
+        } else if request.pathIs("/health") {
+            if head.method != .get && head.method != .head { return methodNotAllowed(c, request, allow: "GET, HEAD, OPTIONS") }
+            respond(c, .ok, body: healthBody(), request: request)
+        } else {
+            respondError(c, .notFound, "no route for \(request.methodString) \(request.pathString)", request: request)
+        }
+    }
+
+    private func methodNotAllowed(_ c: UnsafeMutablePointer<Connection>, _ request: HTTPRequest, allow: String) {
+        respondError(c, .methodNotAllowed, "\(request.methodString) is not allowed on \(request.pathString); use \(allow)",
+                     request: request, headers: [("Allow", allow)])
+    }
+
+    /// CORS preflight (Fetch standard §3.2.2): allow the methods and headers the API uses.
+    private func preflight(_ c: UnsafeMutablePointer<Connection>, _ request: HTTPRequest) {
+        respond(c, .noContent, body: [], request: request, headers: [
+            ("Access-Control-Allow-Methods", "GET, POST, OPTIONS"),
+            ("Access-Control-Allow-Headers", "authorization, content-type"),
+            ("Access-Control-Max-Age", "86400"),
+        ])
+    }
+
+    private func healthBody() -> [UInt8] {
+        var webSockets = 0
+        for worker in context.workers { webSockets += worker.stats.webSocketsOpen.load(ordering: .relaxed) }
+        let uptime = Double(nowMonotonic - context.startedAtMonotonic) / 1000
+        let status = shuttingDown ? "draining" : "ok"
+        return Array("{\"status\":\"\(status)\",\"uptime_s\":\(uptime),\"workers\":\(context.workers.count),\"connections\":\(webSockets),\"version\":\"\(TickwireVersion.string)\"}".utf8)
+    }
+
+    // MARK: - Responses
+
+    /// The `Access-Control-Allow-Origin` value for this request, if any.
+    private func corsOrigin(_ request: HTTPRequest?) -> String? {
+        let allowed = config.corsOrigins
+        if allowed.contains("*") { return "*" }
+        guard let request, let origin = request.string(request.head.origin) else { return nil }
+        return allowed.contains(origin) ? origin : nil
+    }
+
+    func respond(
+        _ c: UnsafeMutablePointer<Connection>, _ status: HTTPStatus, contentType: String = "application/json",
+        body: [UInt8], request: HTTPRequest?, headers: [(String, String)] = [], close: Bool = false
+    ) {
+        let keepAlive = !close && !c.pointee.flags.contains(.httpClose) && !shuttingDown
+        ResponseWriter(pool: pool).write(
+            status, contentType: contentType, body: body, headers: headers, keepAlive: keepAlive,
+            headOnly: request?.head.method == .head, cors: corsOrigin(request), date: httpDate,
+            into: &c.pointee.output
+        )
+        if !keepAlive { c.pointee.flags.insert(.closeAfterFlush) }
+        afterEnqueue(c)
+    }
+
+    func respondError(
+        _ c: UnsafeMutablePointer<Connection>, _ status: HTTPStatus, _ message: String,
+        request: HTTPRequest?, headers: [(String, String)] = [], close: Bool = false
+    ) {
+        if status.code >= 400 && status.code != 404 && status.code != 405 {
+            logger.debug("HTTP \(status.code): \(message)", metadata: ["conn": "\(c.pointee.id)", "peer": "\(c.pointee.peer.description)"])
+        }
+        respond(c, status, body: ResponseWriter.errorBody(status, message), request: request, headers: headers, close: close)
+    }
+
+    /// A reply computed off the reactor arrives (`WorkerCommand.httpReply`).
+    func deliverReply(slot: UInt32, generation: UInt32, response: [UInt8], keepAlive: Bool) {
+        let c = table.pointer(slot)
+        // The connection may have gone, and its slot been reused, while the reply was made.
+        guard c.pointee.generation == generation, c.pointee.phase == .awaitingReply else { return }
+        c.pointee.output.append(response, pool: pool)
+        c.pointee.phase = .http
+        if !keepAlive || c.pointee.flags.contains(.httpClose) || shuttingDown {
+            c.pointee.flags.insert(.closeAfterFlush)
+        } else {
+            appendDeadline(&handshakeList, slot)
+        }
+        markDirty(c)
+        resumeReading(c)
+    }
+
+    // MARK: - Upgrade
+
+    private func upgrade(_ c: UnsafeMutablePointer<Connection>, _ request: HTTPRequest, to endpoint: Endpoint) {
+        let head = request.head
+        if !head.upgradeWebSocket {
+            return respondError(c, .upgradeRequired, "\(request.pathString) is a WebSocket endpoint; send an upgrade request",
+                                request: request, headers: [("Upgrade", "websocket"), ("Connection", "Upgrade")])
+        }
+        if let failure = Handshake.validate(head, in: request.buffer) {
+            stats.upgradesRejected.bump()
+            var headers: [(String, String)] = []
+            if failure == .unsupportedVersion { headers.append(("Sec-WebSocket-Version", "13")) }
+            return respondError(c, failure.status, failure.message, request: request, headers: headers, close: true)
+        }
+        if shuttingDown {
+            stats.upgradesRejected.bump()
+            return respondError(c, .serviceUnavailable, "server is shutting down; reconnect to another node",
+                                request: request, headers: [("Retry-After", "1")], close: true)
+        }
+        if context.admitted.add(1, ordering: .relaxed).newValue > config.maxConnections {
+            context.admitted.subtract(1, ordering: .relaxed)
+            stats.upgradesRejected.bump()
+            logger.warning("connection limit reached; refusing upgrade", metadata: ["peer": "\(c.pointee.peer.description)", "limit": "\(config.maxConnections)"])
+            return respondError(c, .serviceUnavailable, "connection limit of \(config.maxConnections) reached; retry later",
+                                request: request, headers: [("Retry-After", "5")], close: true)
+        }
+        c.pointee.flags.insert(.admitted)
+
+        // 101 Switching Protocols (§4.2.2), written straight into the output queue.
+        let key = request.buffer.slice(head.webSocketKey!)
+        let prefix: StaticString = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "
+        let p = c.pointee.output.reserve(prefix.utf8CodeUnitCount + 28 + 4, pool: pool)
+        p.copyMemory(from: prefix.utf8Start, byteCount: prefix.utf8CodeUnitCount)
+        var n = prefix.utf8CodeUnitCount
+        n += Handshake.writeAcceptValue(key: key, into: p + n)
+        (p + n).storeBytes(of: UInt32(0x0A0D_0A0D), as: UInt32.self)   // "\r\n\r\n"
+        c.pointee.output.commit(n + 4)
+
+        c.pointee.phase = .webSocket
+        c.pointee.endpoint = endpoint
+        c.pointee.session = WebSocketSession(role: .server, maxMessageSize: UInt64(config.maxMessageSize))
+        handshakeList.remove(c.pointee.slot) { timeoutLinks($0) }
+        appendDeadline(&idleList, c.pointee.slot)
+        appendDeadline(&pingList, c.pointee.slot)
+        stats.webSocketsOpen.bump(1)
+        stats.webSocketsTotal.bump()
+        logger.info("WebSocket client connected from \(c.pointee.peer.host)",
+                    metadata: ["conn": "\(c.pointee.id)", "peer": "\(c.pointee.peer.description)", "path": "\(request.pathString)"])
+        webSocketOpened(c)
+        markDirty(c)
+    }
+}
+
+extension UnsafeRawBufferPointer {
+    init(staticString: StaticString) {
+        self.init(start: staticString.utf8Start, count: staticString.utf8CodeUnitCount)
+    }
+}

@@ -1,0 +1,136 @@
+import CLibEV
+import Glibc
+import Logging
+import Reactor
+import Synchronization
+
+/// The build's version, reported by /health and --version.
+public enum TickwireVersion {
+    public static let string = "0.1.0"
+}
+
+/// What every reactor shares: the configuration (immutable), the logger, the list of
+/// reactors (for health and metrics reads) and the one counter that must be global.
+final class ServerContext: @unchecked Sendable {
+    // @unchecked: `workers` is written once, before any reactor thread starts.
+    let config: ServerConfiguration
+    let logger: Logger
+    let startedAtMonotonic = monotonicMilliseconds()
+    /// WebSocket connections admitted, across reactors, for --max-connections. Changed
+    /// once per upgrade and close, never per message.
+    let admitted = Atomic<Int>(0)
+    var workers: [Worker] = []
+
+    init(config: ServerConfiguration, logger: Logger) {
+        self.config = config
+        self.logger = logger
+    }
+}
+
+/// Why the server could not start.
+public enum StartupError: Error, CustomStringConvertible {
+    case invalidConfiguration([String])
+    case portInUse(host: String, port: Int)
+    case system(SystemError)
+
+    public var description: String {
+        switch self {
+        case .invalidConfiguration(let problems): return problems.joined(separator: "; ")
+        case let .portInUse(host, port):
+            return "port \(port) on \(host) is already in use; stop the other process or choose another --port"
+        case .system(let error): return error.description
+        }
+    }
+}
+
+/// The edge server: N reactor threads sharing one port through SO_REUSEPORT.
+public final class Server: @unchecked Sendable {
+    // @unchecked: mutable state is touched by the thread that calls start/stop only.
+    public let config: ServerConfiguration
+    let context: ServerContext
+    private var threads: [ReactorThread] = []
+    private let finished = Atomic<Int>(0)
+    /// The port actually bound (differs from `config.port` when that is 0).
+    public private(set) var port = 0
+
+    public init(config: ServerConfiguration, logger: Logger) {
+        self.config = config
+        self.context = ServerContext(config: config, logger: logger)
+    }
+
+    /// Binds every reactor's socket and starts the reactor threads.
+    public func start() throws(StartupError) {
+        let problems = config.validate()
+        if !problems.isEmpty { throw .invalidConfiguration(problems) }
+        Socket.raiseFileLimit()
+        signal(SIGPIPE, SIG_IGN)
+
+        // A probe bound without SO_REUSEPORT fails if anyone, even another Tickwire with
+        // SO_REUSEPORT, holds the port: without it, two servers would silently share it.
+        var port = config.port
+        do {
+            let probe = try Socket.listen(host: config.host, port: port, reusePort: false, backlog: 1)
+            port = Socket.localPort(probe)
+            close(probe)
+        } catch {
+            if error.errno == EADDRINUSE { throw .portInUse(host: config.host, port: port) }
+            throw .system(error)
+        }
+        self.port = port
+
+        var workers: [Worker] = []
+        do {
+            for i in 0..<config.workers {
+                let fd = try Socket.listen(host: config.host, port: port, reusePort: true, backlog: config.listenBacklog)
+                workers.append(try Worker(index: i, context: context, listenFd: fd))
+            }
+        } catch {
+            for w in workers where w.listenFd >= 0 { close(w.listenFd) }
+            if error.errno == EADDRINUSE { throw .portInUse(host: config.host, port: port) }
+            throw .system(error)
+        }
+        context.workers = workers
+        for worker in workers {
+            let thread = ReactorThread(name: "tickwire-r\(worker.index)") { [self] in
+                worker.run()
+                self.finished.add(1, ordering: .releasing)
+            }
+            do {
+                try thread.start(cpu: config.pinWorkers ? worker.index % ReactorThread.onlineCPUs : nil)
+            } catch {
+                throw .system(error)
+            }
+            threads.append(thread)
+        }
+        context.logger.info("tickwire listening", metadata: [
+            "host": "\(config.host)", "port": "\(port)", "workers": "\(config.workers)",
+            "echo": "\(config.echo)",
+        ])
+    }
+
+    /// Starts the graceful shutdown: reactors stop accepting and send Close 1001.
+    public func beginShutdown() {
+        for worker in context.workers { worker.post(.shutdown) }
+    }
+
+    /// True once every reactor has finished.
+    public var isStopped: Bool { finished.load(ordering: .acquiring) == threads.count }
+
+    /// Shuts down gracefully and waits at most the shutdown grace (plus a little for the
+    /// last sockets); returns whether every reactor finished in time.
+    @discardableResult
+    public func stop() -> Bool {
+        beginShutdown()
+        let deadline = monotonicMilliseconds() + UInt64(config.shutdownGraceMilliseconds) + 500
+        while !isStopped && monotonicMilliseconds() < deadline {
+            usleep(2_000)
+        }
+        if isStopped { for t in threads { t.join() } }
+        return isStopped
+    }
+
+    /// Open WebSocket sessions across reactors.
+    public var webSocketCount: Int {
+        context.workers.reduce(0) { $0 + $1.stats.webSocketsOpen.load(ordering: .relaxed) }
+    }
+}

@@ -1,0 +1,235 @@
+import ArgumentParser
+import CLibEV
+import EdgeServer
+import Glibc
+import Logging
+
+struct Tickwire: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tickwire",
+        abstract: "Real-time WebSocket edge server for trading dashboards.",
+        discussion: """
+            Every option can also be set with an environment variable: TICKWIRE_ and the option's
+            name in capitals with underscores (--max-connections: TICKWIRE_MAX_CONNECTIONS). A flag
+            on the command line wins over the environment. Durations take a unit (500ms, 30s, 2m,
+            1h; seconds when none); sizes take a binary unit (64KiB, 16MiB; bytes when none).
+            """,
+        version: TickwireVersion.string
+    )
+
+    @Option(help: "Address to listen on.")
+    var host = "0.0.0.0"
+
+    @Option(help: "TCP port for HTTP and WebSocket.")
+    var port = 8080
+
+    @Option(help: "Reactor threads, each with its own epoll loop and SO_REUSEPORT socket (default: online CPUs).")
+    var workers: Int?
+
+    @Flag(help: "Pin reactor thread i to CPU i.")
+    var pinWorkers = false
+
+    @Option(help: "Most WebSocket connections at once, across reactors; more get HTTP 503.")
+    var maxConnections = 1_000_000
+
+    @Option(help: "Largest client message (bytes or KiB/MiB), summed over fragments; larger ones close with 1009.")
+    var maxMessageSize = ByteSizeArgument(bytes: 1 << 20)
+
+    @Option(help: "Interval between server pings to each WebSocket client.")
+    var pingInterval = DurationArgument(milliseconds: 30_000)
+
+    @Option(help: "Close a WebSocket client that sent nothing (not even a pong) for this long.")
+    var idleTimeout = DurationArgument(milliseconds: 75_000)
+
+    @Option(help: "Close a connection that has not completed a request or upgrade within this time; also the HTTP keep-alive timeout.")
+    var handshakeTimeout = DurationArgument(milliseconds: 5_000)
+
+    @Option(help: "How long to wait for a peer's Close reply, and for its side to close, after ours.")
+    var closeTimeout = DurationArgument(milliseconds: 2_000)
+
+    @Option(help: "On SIGTERM/SIGINT, how long clients get to finish the closing handshake before exit.")
+    var shutdownGrace = DurationArgument(milliseconds: 5_000)
+
+    @Option(help: "Allowed CORS origin (repeatable); '*' allows any.")
+    var corsOrigin: [String] = []
+
+    @Option(help: "Largest HTTP request head (request line and headers).")
+    var maxHeaderBytes = ByteSizeArgument(bytes: 8192)
+
+    @Option(help: "Largest HTTP request body (POST /api/publish).")
+    var maxBodySize = ByteSizeArgument(bytes: 4 << 20)
+
+    @Flag(help: "Serve the /echo WebSocket endpoint (conformance tests and benchmarks).")
+    var echo = false
+
+    @Option(help: "Lowest log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = "info"
+
+    @Option(help: "Log line format: text or json.")
+    var logFormat: String = "text"
+
+    func validate() throws {
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical (got '\(logLevel)')")
+        }
+        guard LogFormat(rawValue: logFormat) != nil else {
+            throw ValidationError("--log-format must be text or json (got '\(logFormat)')")
+        }
+        let problems = makeConfiguration().validate()
+        if let first = problems.first { throw ValidationError(first) }
+    }
+
+    func makeConfiguration() -> ServerConfiguration {
+        var config = ServerConfiguration()
+        config.host = host
+        config.port = port
+        config.workers = workers ?? ReactorCount.online
+        config.pinWorkers = pinWorkers
+        config.maxConnections = maxConnections
+        config.maxMessageSize = maxMessageSize.bytes
+        config.pingIntervalMilliseconds = pingInterval.milliseconds
+        config.idleTimeoutMilliseconds = idleTimeout.milliseconds
+        config.handshakeTimeoutMilliseconds = handshakeTimeout.milliseconds
+        config.closeTimeoutMilliseconds = closeTimeout.milliseconds
+        config.shutdownGraceMilliseconds = shutdownGrace.milliseconds
+        config.corsOrigins = corsOrigin.isEmpty ? ["*"] : corsOrigin
+        config.httpLimits.maxHeadBytes = maxHeaderBytes.bytes
+        config.maxRequestBodyBytes = maxBodySize.bytes
+        config.echo = echo
+        return config
+    }
+
+    func run() throws {
+        let level = Logger.Level(rawValue: logLevel)!
+        let format = LogFormat(rawValue: logFormat)!
+        LoggingSystem.bootstrap { label in LogLineHandler(label: label, level: level, format: format) }
+        let logger = Logger(label: "tickwire")
+        let server = Server(config: makeConfiguration(), logger: logger)
+        do {
+            try server.start()
+        } catch {
+            fail("\(error)", code: 1)
+        }
+        SignalLoop.run(server: server, logger: logger)
+    }
+}
+
+/// The main thread's only job once reactors run: wait for SIGTERM/SIGINT on libev's
+/// default loop, start the graceful shutdown, and exit when it is done or the grace is up.
+enum SignalLoop {
+    nonisolated(unsafe) static var server: Server?
+    nonisolated(unsafe) static var logger: Logger?
+    nonisolated(unsafe) static var deadline: UInt64 = 0
+    nonisolated(unsafe) static var signals = 0
+
+    static func run(server: Server, logger: Logger) {
+        self.server = server
+        self.logger = logger
+        // A parent (a test harness, a supervisor) may have left these blocked, and the
+        // mask is inherited: unblock them on this thread, which alone handles them.
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, SIGINT)
+        sigaddset(&set, SIGTERM)
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+        let loop = ev_default_loop(0)
+        let sigint = UnsafeMutablePointer<ev_signal>.allocate(capacity: 1)
+        let sigterm = UnsafeMutablePointer<ev_signal>.allocate(capacity: 1)
+        let poll = UnsafeMutablePointer<ev_timer>.allocate(capacity: 1)
+        tw_ev_signal_init(sigint, onSignal, SIGINT)
+        tw_ev_signal_init(sigterm, onSignal, SIGTERM)
+        ev_signal_start(loop, sigint)
+        ev_signal_start(loop, sigterm)
+        // Checks for the end of the shutdown ten times a second.
+        tw_ev_timer_init(poll, onShutdownPoll, 0.1, 0.1)
+        ev_timer_start(loop, poll)
+        ev_run(loop, 0)
+    }
+
+    static func monotonicNow() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
+    }
+}
+
+private func onSignal(_ loop: OpaquePointer?, _ watcher: UnsafeMutablePointer<ev_signal>?, _ revents: Int32) {
+    SignalLoop.signals += 1
+    let name = watcher!.pointee.signum == SIGINT ? "SIGINT" : "SIGTERM"
+    if SignalLoop.signals > 1 {
+        SignalLoop.logger?.warning("second \(name): exiting now")
+        exit(0)
+    }
+    let grace = SignalLoop.server!.config.shutdownGraceMilliseconds
+    SignalLoop.logger?.info("\(name) received: closing connections (grace \(grace) ms)")
+    SignalLoop.deadline = SignalLoop.monotonicNow() + UInt64(grace)
+    SignalLoop.server!.beginShutdown()
+}
+
+private func onShutdownPoll(_ loop: OpaquePointer?, _ watcher: UnsafeMutablePointer<ev_timer>?, _ revents: Int32) {
+    guard SignalLoop.signals > 0, let server = SignalLoop.server else { return }
+    if server.isStopped {
+        SignalLoop.logger?.info("shutdown complete")
+        exit(0)
+    }
+    if SignalLoop.monotonicNow() >= SignalLoop.deadline {
+        SignalLoop.logger?.warning("shutdown grace elapsed with \(server.webSocketCount) connections still open; exiting")
+        exit(0)
+    }
+}
+
+enum ReactorCount {
+    static var online: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
+}
+
+func fail(_ message: String, code: Int32) -> Never {
+    var line = "tickwire: error: \(message)\n"
+    line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+    exit(code)
+}
+
+/// Environment variables become command-line options unless the command line sets them.
+func argumentsWithEnvironment() -> [String] {
+    var args = Array(CommandLine.arguments.dropFirst())
+    let given = Set(args.filter { $0.hasPrefix("--") }.map { String($0.split(separator: "=")[0]) })
+    let options = [
+        "host", "port", "workers", "max-connections", "max-message-size", "ping-interval", "idle-timeout",
+        "handshake-timeout", "close-timeout", "shutdown-grace", "max-header-bytes", "max-body-size",
+        "log-level", "log-format",
+    ]
+    let flags = ["echo", "pin-workers"]
+    func variable(_ option: String) -> String? {
+        let name = "TICKWIRE_" + option.uppercased().replacingDashes()
+        guard let value = getenv(name) else { return nil }
+        return String(cString: value)
+    }
+    for option in options where !given.contains("--\(option)") {
+        if let value = variable(option), !value.isEmpty { args += ["--\(option)", value] }
+    }
+    for flag in flags where !given.contains("--\(flag)") {
+        if let value = variable(flag), ["1", "true", "yes", "on"].contains(value.lowercased()) { args.append("--\(flag)") }
+    }
+    if !given.contains("--cors-origin"), let value = variable("cors-origin") {
+        for origin in value.split(separator: ",") { args += ["--cors-origin", String(origin).trimmingCharacters(in: .whitespaces)] }
+    }
+    return args
+}
+
+extension String {
+    func replacingDashes() -> String { String(map { $0 == "-" ? "_" : $0 }) }
+}
+
+// Parse errors print one line saying what to fix and exit 64 (EX_USAGE).
+do {
+    var command = try Tickwire.parseAsRoot(argumentsWithEnvironment())
+    try command.run()
+} catch {
+    let code = Tickwire.exitCode(for: error)
+    let message = Tickwire.message(for: error)
+    if code == .success {
+        print(Tickwire.fullMessage(for: error))
+        exit(0)
+    }
+    let firstLine = message.split(separator: "\n").first.map(String.init) ?? "invalid arguments"
+    fail("\(firstLine) (see tickwire --help)", code: code == .validationFailure ? 64 : code.rawValue)
+}

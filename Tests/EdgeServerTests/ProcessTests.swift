@@ -1,0 +1,144 @@
+import Foundation
+import Testing
+
+/// The `tickwire` binary next to the test bundle (`make test` builds it first).
+func tickwireBinary() throws -> String {
+    let exe = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+    let path = URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("tickwire").path
+    guard FileManager.default.isExecutableFile(atPath: path) else {
+        throw TestError("no tickwire binary at \(path); run `swift build` first")
+    }
+    return path
+}
+
+/// A `tickwire` process with its stderr captured.
+final class ServerProcess {
+    let process = Process()
+    let stderr = Pipe()
+    private(set) var output = ""
+
+    init(_ arguments: [String], environment: [String: String] = [:]) throws {
+        process.executableURL = URL(fileURLWithPath: try tickwireBinary())
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        for (k, v) in environment { env[k] = v }
+        process.environment = env
+        process.standardError = stderr
+        process.standardOutput = stderr
+        try process.run()
+    }
+
+    /// Waits for exit (at most `seconds`) and returns the status, or nil if still running.
+    func waitForExit(_ seconds: Double) -> Int32? {
+        let deadline = Date().addingTimeInterval(seconds)
+        while process.isRunning && Date() < deadline { usleep(10_000) }
+        if process.isRunning { return nil }
+        output = String(decoding: stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        return process.terminationStatus
+    }
+
+    func kill() { if process.isRunning { process.terminate() } }
+}
+
+/// A free loopback port (bound and released).
+func freePort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+    return Int(UInt16(bigEndian: addr.sin_port))
+}
+
+func waitForPort(_ port: Int, seconds: Double = 10) -> Bool {
+    TestServer.eventually(seconds) { (try? TestSocket(port: port)) != nil }
+}
+
+@Suite(.serialized) struct ProcessTests {
+    @Test func sigtermClosesClientsWith1001AndExitsZero() throws {
+        let port = try freePort()
+        let server = try ServerProcess(["--host", "127.0.0.1", "--port", "\(port)", "--workers", "2", "--echo", "--shutdown-grace", "3s"])
+        defer { server.kill() }
+        #expect(waitForPort(port))
+        let clients = try (0..<4).map { _ in try TestWebSocket(port: port, path: "/ws") }
+        for c in clients { _ = try c.readMessage() }     // Connected
+        kill(server.process.processIdentifier, SIGTERM)
+        for c in clients {
+            let close = try c.readClose()
+            #expect(close.closeCode == 1001)
+            try c.close(code: 1001)
+        }
+        #expect(server.waitForExit(5) == 0)
+        #expect(server.output.contains("SIGTERM received"))
+        #expect(server.output.contains("WebSocket client connected from 127.0.0.1"))
+        #expect(server.output.contains("WebSocket client disconnected, duration:"))
+    }
+
+    @Test func shutdownGraceBoundsUnresponsiveClients() throws {
+        let port = try freePort()
+        let server = try ServerProcess(["--host", "127.0.0.1", "--port", "\(port)", "--workers", "1", "--shutdown-grace", "500ms"])
+        defer { server.kill() }
+        #expect(waitForPort(port))
+        let stubborn = try TestWebSocket(port: port, path: "/ws")
+        let start = Date()
+        kill(server.process.processIdentifier, SIGINT)
+        #expect(try stubborn.readClose().closeCode == 1001)
+        // It never answers; the server exits anyway once the grace is up.
+        #expect(server.waitForExit(5) == 0)
+        #expect(Date().timeIntervalSince(start) < 3)
+    }
+
+    @Test func portInUseIsAClearError() throws {
+        let port = try freePort()
+        let first = try ServerProcess(["--host", "127.0.0.1", "--port", "\(port)", "--workers", "1"])
+        defer { first.kill() }
+        #expect(waitForPort(port))
+        let second = try ServerProcess(["--host", "127.0.0.1", "--port", "\(port)", "--workers", "1"])
+        let status = second.waitForExit(5)
+        #expect(status != nil && status != 0)
+        #expect(second.output.contains("port \(port) on 127.0.0.1 is already in use"))
+    }
+
+    @Test(arguments: [
+        (["--port", "70000"], "--port must be between 0 and 65535"),
+        (["--workers", "0"], "--workers must be between 1 and 1024"),
+        (["--ping-interval", "soon"], "--ping-interval"),
+        (["--idle-timeout", "10s", "--ping-interval", "30s"], "must be longer than --ping-interval"),
+        (["--log-format", "xml"], "--log-format must be text or json"),
+        (["--bogus"], "Unknown option '--bogus'"),
+    ])
+    func invalidArgumentsExit64WithOneLine(args: [String], message: String) throws {
+        let p = try ServerProcess(args)
+        defer { p.kill() }
+        #expect(p.waitForExit(5) == 64)
+        let lines = p.output.split(separator: "\n")
+        #expect(lines.count == 1, "\(p.output)")
+        #expect(p.output.contains(message), "\(p.output)")
+    }
+
+    @Test func environmentVariablesConfigure() throws {
+        let port = try freePort()
+        let server = try ServerProcess([], environment: ["TICKWIRE_PORT": "\(port)", "TICKWIRE_HOST": "127.0.0.1", "TICKWIRE_WORKERS": "3", "TICKWIRE_ECHO": "true"])
+        defer { server.kill() }
+        #expect(waitForPort(port))
+        let s = try TestSocket(port: port)
+        try s.send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(try s.readHTTPResponse().text.contains("\"workers\":3"))
+        let ws = try TestWebSocket(port: port, path: "/echo")
+        try ws.sendText("env")
+        #expect(try ws.readMessage().text == "env")
+    }
+
+    @Test func helpAndVersion() throws {
+        let help = try ServerProcess(["--help"])
+        #expect(help.waitForExit(5) == 0)
+        #expect(help.output.contains("--max-message-size"))
+        #expect(help.output.contains("TICKWIRE_"))
+        let version = try ServerProcess(["--version"])
+        #expect(version.waitForExit(5) == 0)
+        #expect(version.output.trimmingCharacters(in: .whitespacesAndNewlines) == "0.1.0")
+    }
+}

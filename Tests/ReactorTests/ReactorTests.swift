@@ -1,0 +1,129 @@
+import Glibc
+import Testing
+@testable import Reactor
+
+@Suite struct DeadlineListTests {
+    /// Slots with their links in a plain array, as a reactor keeps them in its table.
+    final class Slots {
+        var links: UnsafeMutablePointer<DeadlineLinks>
+        init(_ n: Int) {
+            links = .allocate(capacity: n)
+            links.initialize(repeating: DeadlineLinks(), count: n)
+        }
+        deinit { links.deallocate() }
+        func at(_ slot: UInt32) -> UnsafeMutablePointer<DeadlineLinks> { links + Int(slot) }
+    }
+
+    @Test func expiresInDeadlineOrderAndTouchMovesToTail() {
+        let slots = Slots(4)
+        var list = DeadlineList(id: 1, timeoutMilliseconds: 100)
+        list.append(0, now: 1000) { slots.at($0) }
+        list.append(1, now: 1010) { slots.at($0) }
+        list.append(2, now: 1020) { slots.at($0) }
+        list.touch(0, now: 1050) { slots.at($0) }         // 0 is now due at 1150
+        #expect(list.popExpired(now: 1109, { slots.at($0) }) == nil)
+        #expect(list.popExpired(now: 1115, { slots.at($0) }) == 1)
+        #expect(list.popExpired(now: 1115, { slots.at($0) }) == nil)
+        #expect(list.popExpired(now: 1200, { slots.at($0) }) == 2)
+        #expect(list.popExpired(now: 1200, { slots.at($0) }) == 0)
+        #expect(list.count == 0 && list.head == DeadlineList.none && list.tail == DeadlineList.none)
+    }
+
+    @Test func removeFromMiddleAndFromOtherListIsIgnored() {
+        let slots = Slots(3)
+        var a = DeadlineList(id: 1, timeoutMilliseconds: 10)
+        var b = DeadlineList(id: 2, timeoutMilliseconds: 10)
+        a.append(0, now: 0) { slots.at($0) }
+        a.append(1, now: 0) { slots.at($0) }
+        b.append(2, now: 0) { slots.at($0) }
+        b.remove(1) { slots.at($0) }                      // not in b: nothing happens
+        #expect(a.count == 2 && b.count == 1)
+        a.remove(0) { slots.at($0) }
+        #expect(a.head == 1 && a.tail == 1)
+        #expect(slots.at(0).pointee.list == 0)
+    }
+
+    @Test func wrappingMilliseconds() {
+        // Deadlines straddling the 2^32 wrap still compare correctly.
+        let slots = Slots(1)
+        var list = DeadlineList(id: 1, timeoutMilliseconds: 100)
+        list.append(0, now: UInt32.max - 50) { slots.at($0) }
+        #expect(list.popExpired(now: UInt32.max, { slots.at($0) }) == nil)
+        #expect(list.popExpired(now: 49, { slots.at($0) }) == 0)
+        #expect(DeadlineList.millisecondsUntil(10, now: UInt32.max) == 11)
+    }
+}
+
+@Suite struct SPSCRingTests {
+    @Test func fifoAndFull() {
+        let ring = SPSCRing<Int>(capacity: 3)   // rounds to 4
+        #expect(ring.capacity == 4)
+        for i in 0..<4 { #expect(ring.push(i)) }
+        #expect(!ring.push(99))
+        #expect(ring.pop() == 0)
+        #expect(ring.push(4))
+        #expect((0..<4).map { _ in ring.pop()! } == [1, 2, 3, 4])
+        #expect(ring.pop() == nil)
+    }
+
+    @Test func producerAndConsumerThreads() async {
+        // One million values cross from one thread to another, in order, none lost.
+        let ring = SPSCRing<Int>(capacity: 1024)
+        let total = 1_000_000
+        let producer = Thread { for i in 0..<total { while !ring.push(i) { sched_yield() } } }
+        var expected = 0
+        var ok = true
+        while expected < total {
+            if let v = ring.pop() {
+                if v != expected { ok = false }
+                expected += 1
+            } else {
+                sched_yield()
+            }
+        }
+        producer.join()
+        #expect(ok)
+    }
+}
+
+/// A minimal joinable thread for tests.
+final class Thread: @unchecked Sendable {
+    var handle = pthread_t()
+    let body: () -> Void
+    init(_ body: @escaping () -> Void) {
+        self.body = body
+        let ctx = Unmanaged.passRetained(self).toOpaque()
+        pthread_create(&handle, nil, { raw in
+            let me = Unmanaged<Thread>.fromOpaque(raw!).takeRetainedValue()
+            me.body()
+            return nil
+        }, ctx)
+    }
+    func join() { pthread_join(handle, nil) }
+}
+
+@Suite struct ByteQueueTests {
+    @Test func appendConsumeGrowAndRecycle() {
+        let pool = BufferPool(blockSize: 4096, maxFree: 4)
+        var q = ByteQueue()
+        #expect(q.isEmpty && q.count == 0 && q.block == nil)
+        q.append(Array(repeating: 1, count: 1000), pool: pool)
+        q.consume(400, pool: pool)
+        #expect(q.count == 600)
+        // Growing past the standard block compacts and moves to a larger one.
+        q.append(Array(repeating: 2, count: 10_000), pool: pool)
+        #expect(q.count == 10_600)
+        let readable = Array(q.readable)
+        #expect(readable.prefix(600).allSatisfy { $0 == 1 } && readable.suffix(10_000).allSatisfy { $0 == 2 })
+        q.consume(10_600, pool: pool)
+        #expect(q.block == nil)
+        #expect(pool.bytesOutstanding == 0)
+        // Standard blocks are reused.
+        q.append([1, 2, 3], pool: pool)
+        let first = q.block
+        q.release(pool: pool)
+        q.append([4], pool: pool)
+        #expect(q.block == first)
+        q.release(pool: pool)
+    }
+}

@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""Autobahn TestSuite conformance run (cases 1-10) against Tickwire's /echo endpoint.
+
+Starts the given tickwire binary with --echo, runs kosoku's fuzzing client against it,
+reads the JSON report and prints a per-section table. Fails (exit 1) unless every case
+is OK or INFORMATIONAL: no FAILED, no NON-STRICT, no UNIMPLEMENTED.
+"""
+import collections
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+SECTIONS = {
+    "1": "Framing", "2": "Pings/Pongs", "3": "Reserved bits", "4": "Opcodes",
+    "5": "Fragmentation", "6": "UTF-8 handling", "7": "Close handling",
+    "9": "Limits/performance", "10": "Misc",
+}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(port, seconds=30):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def main():
+    binary = sys.argv[1]
+    outdir = sys.argv[2] if len(sys.argv) > 2 else ".build/conformance"
+    shutil.rmtree(outdir, ignore_errors=True)
+    os.makedirs(outdir, exist_ok=True)
+    port = free_port()
+    log = open(os.path.join(outdir, "server.log"), "w")
+    server = subprocess.Popen(
+        [binary, "--host", "127.0.0.1", "--port", str(port), "--echo",
+         "--max-message-size", "16777216", "--log-level", "warning"],
+        stdout=log, stderr=log)
+    try:
+        if not wait_for(port):
+            print("conformance: server did not start", file=sys.stderr)
+            return 1
+        kosoku = shutil.which("kosoku") or "kosoku"
+        run = subprocess.run(
+            [kosoku, "-m", "fuzzingclient", f"ws://127.0.0.1:{port}/echo",
+             "-x", "12.*", "-x", "13.*", "-o", outdir],
+            capture_output=True, text=True, timeout=1800)
+        print(run.stdout.strip().splitlines()[-1] if run.stdout.strip() else "(kosoku printed nothing)")
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    if server.returncode not in (0, -15):
+        print(f"conformance: server exited with {server.returncode}", file=sys.stderr)
+    index = json.load(open(os.path.join(outdir, "index.json")))
+    cases = next(iter(index.values()))
+    table = collections.OrderedDict()
+    bad = []
+    for case_id in sorted(cases, key=lambda c: [int(x) for x in c.split(".")]):
+        result = cases[case_id]
+        section = case_id.split(".")[0]
+        row = table.setdefault(section, collections.Counter())
+        row[result["behavior"]] += 1
+        if result["behavior"] not in ("OK", "INFORMATIONAL") or result.get("behaviorClose") not in ("OK", "INFORMATIONAL"):
+            bad.append((case_id, result["behavior"], result.get("behaviorClose")))
+    lines = ["| section | cases | OK | INFORMATIONAL | NON-STRICT | FAILED | other |",
+             "|---|---|---|---|---|---|---|"]
+    for section, row in table.items():
+        other = sum(v for k, v in row.items() if k not in ("OK", "INFORMATIONAL", "NON-STRICT", "FAILED"))
+        lines.append(f"| {section}. {SECTIONS.get(section, '')} | {sum(row.values())} | {row['OK']} | "
+                     f"{row['INFORMATIONAL']} | {row['NON-STRICT']} | {row['FAILED']} | {other} |")
+    summary = "\n".join(lines)
+    print(summary)
+    with open(os.path.join(outdir, "summary.md"), "w") as f:
+        f.write(summary + "\n")
+    if bad:
+        for case_id, behavior, close in bad:
+            print(f"case {case_id}: {behavior} (close: {close})", file=sys.stderr)
+        print(f"conformance: {len(bad)} cases below the bar (report: {outdir}/index.html)", file=sys.stderr)
+        return 1
+    print(f"conformance: all {sum(sum(r.values()) for r in table.values())} cases OK or INFORMATIONAL")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
