@@ -29,11 +29,18 @@ let package = Package(
         .target(name: "CSystemShims"),
         .target(name: "Reactor", dependencies: ["CLibEV", "CSystemShims"], swiftSettings: hotPath),
 
-        // The edge server: HTTP routes, WebSocket sessions, per-worker connection tables.
+        // The trading stream's vocabulary: channels, subscriptions, JSON, envelopes, frames.
+        .target(name: "TradingStream", dependencies: ["WireProtocol"], swiftSettings: hotPath),
+
+        // The ingestion edge (Swift actors): publisher, snapshot, market simulator.
+        .target(name: "Ingestion", dependencies: ["TradingStream", "Reactor", "WireProtocol"]),
+
+        // The edge server: HTTP routes, WebSocket sessions, per-worker connection tables,
+        // the per-core broadcast path.
         .target(
             name: "EdgeServer",
             dependencies: [
-                "CLibEV", "Reactor", "WireProtocol",
+                "CLibEV", "Reactor", "WireProtocol", "TradingStream", "Ingestion",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: hotPath
@@ -50,6 +57,7 @@ let package = Package(
 
         .testTarget(name: "WireProtocolTests", dependencies: ["WireProtocol"]),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor"]),
+        .testTarget(name: "TradingStreamTests", dependencies: ["TradingStream", "Ingestion"]),
         .testTarget(
             name: "EdgeServerTests",
             dependencies: ["EdgeServer", "WireProtocol", .product(name: "Logging", package: "swift-log")]

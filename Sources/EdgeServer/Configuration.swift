@@ -46,8 +46,31 @@ public struct ServerConfiguration: Sendable {
     /// Per-reactor read buffer: one read moves up to this much; 256 KiB drains a full
     /// loopback socket buffer in a few calls.
     public var readBufferBytes = 256 << 10
+    /// SO_SNDBUF for accepted sockets; nil leaves the kernel's autotuning. Smaller buffers
+    /// cut kernel memory per connection on very large nodes and make a stalled client hit
+    /// the backlog policy sooner.
+    public var sendBufferBytes: Int?
     /// Kernel accept backlog for each reactor's listening socket.
     public var listenBacklog: Int32 = 4096
+
+    // The trading stream.
+    /// Broadcast messages kept for resume: the spec's broadcast capacity (1000). At the
+    /// simulator's rate that is about two minutes of reconnect window.
+    public var historySize = 1000
+    /// Unsent bytes a subscriber may have before the slow-consumer policy applies
+    /// (conflation, then close 1013): 1 MiB is seconds of a busy stream, far more than a
+    /// healthy client ever lags, and bounds what one stalled client costs.
+    public var maxBacklogBytes = 1 << 20
+    /// Bearer token for POST /api/publish; nil: loopback peers only.
+    public var publishToken: String?
+    /// Symbols one Subscribe may name.
+    public var maxSymbolsPerSubscription = 256
+    /// Run the built-in market simulator.
+    public var simulator = true
+    public var simulatorSymbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT"]
+    /// Simulator MarketData messages per second (all symbols together).
+    public var simulatorRate = 8.0
+    public var simulatorSeed: UInt64?
 
     public init() {}
 
@@ -74,6 +97,15 @@ public struct ServerConfiguration: Sendable {
         if httpLimits.maxHeadBytes < 512 { problems.append("the request head limit must be at least 512 bytes") }
         if httpLimits.maxHeaderCount < 8 { problems.append("the header count limit must be at least 8") }
         if readBufferBytes < 16 << 10 { problems.append("the read buffer must be at least 16 KiB") }
+        if let b = sendBufferBytes, !((4 << 10)...(64 << 20)).contains(b) { problems.append("--send-buffer must be between 4KiB and 64MiB") }
+        if !(1...10_000_000).contains(historySize) { problems.append("--history must be between 1 and 10000000 messages (got \(historySize))") }
+        if !((16 << 10)...(1 << 34)).contains(maxBacklogBytes) { problems.append("--max-backlog must be between 16KiB and 16GiB (got \(maxBacklogBytes))") }
+        if let token = publishToken, token.count < 16 { problems.append("--publish-token must be at least 16 characters") }
+        if simulator && simulatorSymbols.isEmpty { problems.append("--symbols needs at least one symbol for the simulator") }
+        if simulatorSymbols.contains(where: { $0.isEmpty || $0.count > 32 || !$0.allSatisfy { $0.isLetter || $0.isNumber || "-_./:".contains($0) } }) {
+            problems.append("--symbols takes comma-separated symbols of letters, digits and -_./: (at most 32 characters each)")
+        }
+        if !(0.1...100_000).contains(simulatorRate) { problems.append("--sim-rate must be between 0.1 and 100000 messages per second") }
         return problems
     }
 }

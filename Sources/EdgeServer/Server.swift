@@ -1,8 +1,10 @@
 import CLibEV
 import Glibc
 import Logging
+import Ingestion
 import Reactor
 import Synchronization
+import TradingStream
 
 /// The build's version, reported by /health and --version.
 public enum TickwireVersion {
@@ -20,10 +22,19 @@ final class ServerContext: @unchecked Sendable {
     /// once per upgrade and close, never per message.
     let admitted = Atomic<Int>(0)
     var workers: [Worker] = []
+    /// This run's history identity (PROTOCOL.md "Resume").
+    let epoch: String
+    let queues = BroadcastQueues()
+    let publisher: StreamPublisher
 
     init(config: ServerConfiguration, logger: Logger) {
         self.config = config
         self.logger = logger
+        var rng = SystemRandomNumberGenerator()
+        let raw = rng.next() as UInt64
+        let hex = String(raw, radix: 16)
+        epoch = String(repeating: "0", count: 16 - hex.count) + hex
+        publisher = StreamPublisher(epoch: epoch, sink: queues)
     }
 }
 
@@ -52,6 +63,11 @@ public final class Server: @unchecked Sendable {
     private let finished = Atomic<Int>(0)
     /// The port actually bound (differs from `config.port` when that is 0).
     public private(set) var port = 0
+    private var simulator: MarketSimulator?
+
+    /// The ingestion edge, for in-process producers.
+    public var publisher: StreamPublisher { context.publisher }
+    public var epoch: String { context.epoch }
 
     public init(config: ServerConfiguration, logger: Logger) {
         self.config = config
@@ -90,6 +106,7 @@ public final class Server: @unchecked Sendable {
             throw .system(error)
         }
         context.workers = workers
+        context.queues.attach(workers)
         for worker in workers {
             let thread = ReactorThread(name: "tickwire-r\(worker.index)") { [self] in
                 worker.run()
@@ -102,14 +119,24 @@ public final class Server: @unchecked Sendable {
             }
             threads.append(thread)
         }
+        if config.simulator {
+            var sim = SimulatorConfiguration()
+            sim.symbols = config.simulatorSymbols
+            sim.ticksPerSecond = config.simulatorRate
+            sim.seed = config.simulatorSeed
+            let simulator = MarketSimulator(publisher: context.publisher, config: sim)
+            self.simulator = simulator
+            Task(executorPreference: DedicatedExecutor.edge) { await simulator.start() }
+        }
         context.logger.info("tickwire listening", metadata: [
             "host": "\(config.host)", "port": "\(port)", "workers": "\(config.workers)",
-            "echo": "\(config.echo)",
+            "echo": "\(config.echo)", "simulator": "\(config.simulator)", "epoch": "\(context.epoch)",
         ])
     }
 
     /// Starts the graceful shutdown: reactors stop accepting and send Close 1001.
     public func beginShutdown() {
+        if let simulator { Task(executorPreference: DedicatedExecutor.edge) { await simulator.stop() } }
         for worker in context.workers { worker.post(.shutdown) }
     }
 
@@ -132,5 +159,57 @@ public final class Server: @unchecked Sendable {
     /// Open WebSocket sessions across reactors.
     public var webSocketCount: Int {
         context.workers.reduce(0) { $0 + $1.stats.webSocketsOpen.load(ordering: .relaxed) }
+    }
+}
+
+/// Totals across reactors, read without stopping them (each value is a relaxed load of a
+/// counter its reactor alone writes).
+public struct ServerCounters: Sendable {
+    public var webSocketsOpen = 0
+    public var webSocketsTotal: UInt64 = 0
+    public var socketsOpen = 0
+    public var httpRequests: UInt64 = 0
+    public var messagesSent: UInt64 = 0
+    public var messagesReceived: UInt64 = 0
+    public var bytesSent: UInt64 = 0
+    public var connectionErrors: UInt64 = 0
+    public var parseErrors: UInt64 = 0
+    public var upgradesRejected: UInt64 = 0
+    public var resumes: UInt64 = 0
+    public var resumesRecovered: UInt64 = 0
+    public var conflated: UInt64 = 0
+    public var slowConsumerDisconnects: UInt64 = 0
+    public var broadcastFailures: UInt64 = 0
+    public var backlogBytes = 0
+    public var historyMessages = 0
+    public var perWorkerWebSockets: [Int] = []
+}
+
+extension Server {
+    public func counters() -> ServerCounters {
+        var t = ServerCounters()
+        for w in context.workers {
+            let s = w.stats
+            let open = s.webSocketsOpen.load(ordering: .relaxed)
+            t.webSocketsOpen += open
+            t.perWorkerWebSockets.append(open)
+            t.webSocketsTotal += s.webSocketsTotal.load(ordering: .relaxed)
+            t.socketsOpen += s.socketsOpen.load(ordering: .relaxed)
+            t.httpRequests += s.httpRequests.load(ordering: .relaxed)
+            t.messagesSent += s.messagesSent.load(ordering: .relaxed)
+            t.messagesReceived += s.messagesReceived.load(ordering: .relaxed)
+            t.bytesSent += s.bytesSent.load(ordering: .relaxed)
+            t.connectionErrors += s.connectionErrors.load(ordering: .relaxed)
+            t.parseErrors += s.parseErrors.load(ordering: .relaxed)
+            t.upgradesRejected += s.upgradesRejected.load(ordering: .relaxed)
+            t.resumes += s.resumes.load(ordering: .relaxed)
+            t.resumesRecovered += s.resumesRecovered.load(ordering: .relaxed)
+            t.conflated += s.conflated.load(ordering: .relaxed)
+            t.slowConsumerDisconnects += s.slowConsumerDisconnects.load(ordering: .relaxed)
+            t.broadcastFailures += s.broadcastFailures.load(ordering: .relaxed)
+            t.backlogBytes += s.backlogBytes.load(ordering: .relaxed)
+            t.historyMessages = max(t.historyMessages, s.historyMessages.load(ordering: .relaxed))
+        }
+        return t
     }
 }

@@ -87,6 +87,12 @@ public enum Socket {
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
     }
 
+    /// Sets SO_SNDBUF (the kernel doubles it for bookkeeping).
+    public static func setSendBuffer(_ fd: Int32, bytes: Int) {
+        var size = Int32(clamping: bytes)
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+    }
+
     /// Raises the soft open-file limit to the hard limit; returns the new soft limit.
     @discardableResult
     public static func raiseFileLimit() -> UInt64 {

@@ -62,6 +62,30 @@ struct Tickwire: ParsableCommand {
     @Flag(help: "Serve the /echo WebSocket endpoint (conformance tests and benchmarks).")
     var echo = false
 
+    @Option(help: "Broadcast messages kept for lossless resume (the spec's capacity is 1000).")
+    var history = 1000
+
+    @Option(help: "Unsent bytes per subscriber before slow-consumer handling: market data is conflated, and if trades/positions/signals alone exceed it the connection closes with 1013.")
+    var maxBacklog = ByteSizeArgument(bytes: 1 << 20)
+
+    @Option(help: "SO_SNDBUF for client sockets (default: kernel autotuning). Smaller saves kernel memory on very large nodes.")
+    var sendBuffer: ByteSizeArgument?
+
+    @Option(help: "Bearer token required by POST /api/publish (at least 16 characters). Without it only loopback peers may publish.")
+    var publishToken: String?
+
+    @Flag(inversion: .prefixedNo, help: "Run the built-in market simulator (prices, candles, paper trades, AI signals, bot status).")
+    var simulator = true
+
+    @Option(help: "Comma-separated symbols for the simulator.")
+    var symbols = "BTCUSDT,ETHUSDT,SOLUSDT,BNBUSDT"
+
+    @Option(help: "Simulator MarketData messages per second, all symbols together.")
+    var simRate = 8.0
+
+    @Option(help: "Seed for a reproducible simulator run.")
+    var simSeed: UInt64?
+
     @Option(help: "Lowest log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -96,6 +120,14 @@ struct Tickwire: ParsableCommand {
         config.httpLimits.maxHeadBytes = maxHeaderBytes.bytes
         config.maxRequestBodyBytes = maxBodySize.bytes
         config.echo = echo
+        config.historySize = history
+        config.maxBacklogBytes = maxBacklog.bytes
+        config.publishToken = publishToken
+        config.sendBufferBytes = sendBuffer?.bytes
+        config.simulator = simulator
+        config.simulatorSymbols = symbols.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
+        config.simulatorRate = simRate
+        config.simulatorSeed = simSeed
         return config
     }
 
@@ -195,7 +227,7 @@ func argumentsWithEnvironment() -> [String] {
     let options = [
         "host", "port", "workers", "max-connections", "max-message-size", "ping-interval", "idle-timeout",
         "handshake-timeout", "close-timeout", "shutdown-grace", "max-header-bytes", "max-body-size",
-        "log-level", "log-format",
+        "log-level", "log-format", "history", "max-backlog", "publish-token", "symbols", "sim-rate", "sim-seed", "send-buffer",
     ]
     let flags = ["echo", "pin-workers"]
     func variable(_ option: String) -> String? {
@@ -208,6 +240,10 @@ func argumentsWithEnvironment() -> [String] {
     }
     for flag in flags where !given.contains("--\(flag)") {
         if let value = variable(flag), ["1", "true", "yes", "on"].contains(value.lowercased()) { args.append("--\(flag)") }
+    }
+    // TICKWIRE_SIMULATOR=false is --no-simulator.
+    if !given.contains("--simulator") && !given.contains("--no-simulator"), let value = variable("simulator") {
+        args.append(["0", "false", "no", "off"].contains(value.lowercased()) ? "--no-simulator" : "--simulator")
     }
     if !given.contains("--cors-origin"), let value = variable("cors-origin") {
         for origin in value.split(separator: ",") { args += ["--cors-origin", String(origin).trimmingCharacters(in: .whitespaces)] }

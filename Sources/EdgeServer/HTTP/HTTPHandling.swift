@@ -1,7 +1,33 @@
 import Glibc
+import Ingestion
 import Logging
 import Reactor
 import WireProtocol
+
+/// Compares secrets in time independent of where they differ.
+func constantTimeEquals(_ a: String, _ b: String) -> Bool {
+    let x = Array(a.utf8)
+    let y = Array(b.utf8)
+    var diff = UInt8(truncatingIfNeeded: x.count ^ y.count)
+    for i in 0..<max(x.count, y.count) {
+        diff |= (i < x.count ? x[i] : 0) ^ (i < y.count ? y[i] : 0)
+    }
+    return diff == 0
+}
+
+extension HTTPStatus {
+    static func of(_ code: Int) -> HTTPStatus {
+        switch code {
+        case 400: return .badRequest
+        case 401: return .unauthorized
+        case 403: return .forbidden
+        case 413: return .contentTooLarge
+        case 415: return .unsupportedMediaType
+        case 503: return .serviceUnavailable
+        default: return HTTPStatus(code, "Error")
+        }
+    }
+}
 
 /// A parsed request as the router sees it: the head and the body, both inside the buffer
 /// that was read (valid only during the call).
@@ -98,6 +124,15 @@ extension Worker {
         } else if request.pathIs("/echo") && config.echo {
             if head.method != .get { return methodNotAllowed(c, request, allow: "GET, OPTIONS") }
             upgrade(c, request, to: .echo)
+        } else if request.pathIs("/api/publish") {
+            if head.method != .post { return methodNotAllowed(c, request, allow: "POST, OPTIONS") }
+            publish(c, request)
+        } else if request.pathIs("/api/snapshot") {
+            if head.method != .get && head.method != .head { return methodNotAllowed(c, request, allow: "GET, HEAD, OPTIONS") }
+            let publisher = context.publisher
+            replyLater(c, request) {
+                (.ok, await publisher.snapshotJSON(), [("Cache-Control", "no-store")])
+            }
         } else if request.pathIs("/health") {
             if head.method != .get && head.method != .head { return methodNotAllowed(c, request, allow: "GET, HEAD, OPTIONS") }
             respond(c, .ok, body: healthBody(), request: request)
@@ -128,10 +163,73 @@ extension Worker {
         return Array("{\"status\":\"\(status)\",\"uptime_s\":\(uptime),\"workers\":\(context.workers.count),\"connections\":\(webSockets),\"version\":\"\(TickwireVersion.string)\"}".utf8)
     }
 
+    // MARK: - Ingestion
+
+    /// `POST /api/publish` (PROTOCOL.md): authorised here on the reactor, validated and
+    /// sequenced by the publisher actor, answered when it is done.
+    private func publish(_ c: UnsafeMutablePointer<Connection>, _ request: HTTPRequest) {
+        let publisher = context.publisher
+        if let token = config.publishToken {
+            let given = request.string(request.head.authorization) ?? ""
+            if !constantTimeEquals(given, "Bearer " + token) {
+                Task(executorPreference: DedicatedExecutor.edge) { await publisher.recordRejection(reason: "unauthorized") }
+                return respondError(c, .unauthorized, "publishing needs 'Authorization: Bearer <token>' with the server's --publish-token",
+                                    request: request, headers: [("WWW-Authenticate", "Bearer realm=\"tickwire\"")])
+            }
+        } else if !c.pointee.peer.isLoopback {
+            Task(executorPreference: DedicatedExecutor.edge) { await publisher.recordRejection(reason: "forbidden") }
+            return respondError(c, .forbidden, "without --publish-token only loopback peers may publish; start the server with --publish-token",
+                                request: request)
+        }
+        if let type = request.string(request.head.contentType)?.lowercased(),
+           !type.hasPrefix("application/json"), !type.hasPrefix("text/json") {
+            Task(executorPreference: DedicatedExecutor.edge) { await publisher.recordRejection(reason: "unsupported_media_type") }
+            return respondError(c, .unsupportedMediaType, "Content-Type must be application/json (got \(type))", request: request)
+        }
+        let body = Array(request.body)
+        replyLater(c, request) {
+            switch await publisher.publish(body: body) {
+            case .accepted(let seqs):
+                var json = "{\"accepted\":\(seqs.count),\"seqs\":["
+                json += seqs.map(String.init).joined(separator: ",")
+                json += "]}"
+                return (.accepted, Array(json.utf8), [])
+            case let .rejected(status, _, message):
+                let s = HTTPStatus.of(status)
+                return (s, ResponseWriter.errorBody(s, message), [])
+            }
+        }
+    }
+
+    /// Hands a request to an actor; the connection reads nothing more until the reply
+    /// comes back through the reactor's queue (`WorkerCommand.httpReply`).
+    func replyLater(
+        _ c: UnsafeMutablePointer<Connection>, _ request: HTTPRequest,
+        _ work: @escaping @Sendable () async -> (HTTPStatus, [UInt8], [(String, String)])
+    ) {
+        let slot = c.pointee.slot
+        let generation = c.pointee.generation
+        let keepAlive = request.head.keepAlive && !shuttingDown
+        let headOnly = request.head.method == .head
+        let cors = corsOrigin(request)
+        c.pointee.phase = .awaitingReply
+        handshakeList.remove(slot) { timeoutLinks($0) }
+        pauseReading(c)
+        let worker = self
+        Task(executorPreference: DedicatedExecutor.edge) {
+            let (status, body, headers) = await work()
+            let response = ResponseWriter.build(
+                status, body: body, headers: headers, keepAlive: keepAlive, headOnly: headOnly, cors: cors,
+                date: Timestamp.httpDate(secondsSinceEpoch: wallClockNanoseconds() / 1_000_000_000)
+            )
+            worker.post(.httpReply(slot: slot, generation: generation, response: response, keepAlive: keepAlive))
+        }
+    }
+
     // MARK: - Responses
 
     /// The `Access-Control-Allow-Origin` value for this request, if any.
-    private func corsOrigin(_ request: HTTPRequest?) -> String? {
+    func corsOrigin(_ request: HTTPRequest?) -> String? {
         let allowed = config.corsOrigins
         if allowed.contains("*") { return "*" }
         guard let request, let origin = request.string(request.head.origin) else { return nil }
@@ -226,7 +324,7 @@ extension Worker {
         stats.webSocketsTotal.bump()
         logger.info("WebSocket client connected from \(c.pointee.peer.host)",
                     metadata: ["conn": "\(c.pointee.id)", "peer": "\(c.pointee.peer.description)", "path": "\(request.pathString)"])
-        webSocketOpened(c)
+        webSocketOpened(c, request)
         markDirty(c)
     }
 }

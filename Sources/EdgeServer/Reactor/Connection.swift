@@ -46,8 +46,16 @@ struct ConnectionFlags: OptionSet {
     static let peerClosed = ConnectionFlags(rawValue: 1 << 6)
     /// In the reactor's blocked list (for the broadcast log's retention).
     static let listedBlocked = ConnectionFlags(rawValue: 1 << 7)
-    /// Has broadcast frames pending from `cursor`.
+    /// Has broadcast frames pending from `cursor` in the reactor's log.
     static let broadcastPending = ConnectionFlags(rawValue: 1 << 8)
+    /// The subscription has a symbol filter (kept in `extras`).
+    static let filtered = ConnectionFlags(rawValue: 1 << 9)
+    /// At least one broadcast frame has been written to this connection.
+    static let sentBroadcast = ConnectionFlags(rawValue: 1 << 10)
+    /// In the subscription index.
+    static let indexed = ConnectionFlags(rawValue: 1 << 11)
+    /// A `100 Continue` was sent for the current request.
+    static let continueSent = ConnectionFlags(rawValue: 1 << 12)
 }
 
 /// One connection's state. A plain struct with no references (so no ARC), living at a
@@ -89,4 +97,28 @@ struct Connection {
     var headScanned: UInt32 = 0
     /// The close code we sent or received, for the disconnect log.
     var closeCode: UInt16 = 0
+
+    // Broadcast state (the trading stream).
+    /// Channels wanted (bit per `Channel`); 0 for connections that are not subscribers.
+    var channelMask: UInt8 = 0
+    /// Position in the index's "everything" list (default subscribers).
+    var indexPosition: UInt32 = 0
+    /// The last broadcast batch that touched this connection (one activation per batch).
+    var lastBatch: UInt32 = 0
+    /// Bytes of the frame at `cursor` already written.
+    var cursorOffset: UInt32 = 0
+    /// Next log index to send from (while `.broadcastPending`).
+    var cursor: UInt64 = 0
+    /// `output` (this connection's own messages) goes out before the frame at this log
+    /// index, or before this slow-queue index for a slow consumer: so per-connection and
+    /// broadcast messages keep the order they were produced in.
+    var controlMark: UInt64 = 0
+    /// The seq stamped on per-connection messages queued behind `controlMark`.
+    var controlSeq: UInt64 = 0
+    /// Frames with seq at or below this are skipped (a resume ahead of this reactor).
+    var minSeq: UInt64 = 0
+    /// The reactor's head seq when this stream went live.
+    var liveFromSeq: UInt64 = 0
+    /// `ConnectionExtras` (retained), only for narrowed subscriptions and slow consumers.
+    var extras: UnsafeMutableRawPointer?
 }

@@ -3,6 +3,7 @@ import Glibc
 import Logging
 import Reactor
 import Synchronization
+import TradingStream
 import WireProtocol
 
 /// Work handed to a reactor from another thread (the only way in, besides the broadcast
@@ -66,6 +67,24 @@ final class Worker: @unchecked Sendable {
     private var timerDue: UInt32 = 0
     private var timerArmed = false
 
+    // The trading stream (see Broadcast/).
+    /// The per-core broadcast queue: filled by the ingestion actor, drained here.
+    let inbox = SPSCRing<Unmanaged<BroadcastFrame>>(capacity: 65536)
+    let log = BroadcastLog()
+    let subscriptions = SubscriptionIndex()
+    /// Connections whose socket is full (EV_WRITE watched).
+    var blocked: [UInt32] = []
+    var batchNumber: UInt32 = 0
+    var keysScratch: [UInt64] = []
+    /// Per iovec: the log index it writes, or UInt64.max for a connection's own bytes.
+    let iovKinds: UnsafeMutablePointer<UInt64>
+    /// First log index drained in this pass (latency is measured after the flush).
+    var passFirstFrame: UInt64?
+    var envelope = EnvelopeWriter(capacity: 512)
+    var invalidLogSecond: UInt64 = 0
+    var invalidLogCount = 0
+    var invalidLogSuppressed = 0
+
     private let commands = Mutex<[WorkerCommand]>([])
     private let commandsPending = Atomic<Bool>(false)
     var shuttingDown = false
@@ -83,6 +102,7 @@ final class Worker: @unchecked Sendable {
         readBufferSize = config.readBufferBytes
         readBuffer = .allocate(byteCount: readBufferSize, alignment: 64)
         iovecs = .allocate(capacity: Self.maxIovecs)
+        iovKinds = .allocate(capacity: Self.maxIovecs)
         handshakeList = DeadlineList(id: 1, timeoutMilliseconds: UInt32(config.handshakeTimeoutMilliseconds))
         idleList = DeadlineList(id: 2, timeoutMilliseconds: UInt32(config.idleTimeoutMilliseconds))
         closingList = DeadlineList(id: 3, timeoutMilliseconds: UInt32(config.closeTimeoutMilliseconds))
@@ -131,6 +151,7 @@ final class Worker: @unchecked Sendable {
         timerWatcher.deallocate()
         readBuffer.deallocate()
         iovecs.deallocate()
+        iovKinds.deallocate()
         if spareFd >= 0 { close(spareFd) }
     }
 
@@ -149,7 +170,13 @@ final class Worker: @unchecked Sendable {
         ev_async_send(loop.raw, asyncWatcher)
     }
 
+    /// Wakes this reactor's loop (from any thread).
+    func wakeSelf() {
+        ev_async_send(loop.raw, asyncWatcher)
+    }
+
     private func drainInbox() {
+        drainBroadcasts()
         if commandsPending.exchange(false, ordering: .acquiring) {
             let batch = commands.withLock { queue -> [WorkerCommand] in
                 let taken = queue
@@ -205,6 +232,7 @@ final class Worker: @unchecked Sendable {
                 continue
             }
             Socket.setNoDelay(fd)
+            if let size = config.sendBufferBytes { Socket.setSendBuffer(fd, bytes: size) }
             let c = table.pointer(slot)
             c.pointee.fd = fd
             c.pointee.phase = .http
@@ -381,6 +409,7 @@ final class Worker: @unchecked Sendable {
             i += 1
         }
         dirty.removeAll(keepingCapacity: true)
+        afterBroadcastFlush()
         for slot in dead { free(slot) }
         dead.removeAll(keepingCapacity: true)
         if shuttingDown && table.inUse == 0 {
@@ -390,6 +419,13 @@ final class Worker: @unchecked Sendable {
     }
 
     private func flush(_ c: UnsafeMutablePointer<Connection>) {
+        if c.pointee.endpoint == .stream {
+            guard flushStream(c) else { return }
+            if c.pointee.output.isEmpty && !c.pointee.flags.contains(.broadcastPending) && slowQueue(c) == nil {
+                afterOutputDrained(c)
+            }
+            return
+        }
         let fd = c.pointee.fd
         while !c.pointee.output.isEmpty {
             let pending = c.pointee.output.readable
@@ -409,6 +445,10 @@ final class Worker: @unchecked Sendable {
             return
         }
         setWriteWatch(c, false)
+        afterOutputDrained(c)
+    }
+
+    private func afterOutputDrained(_ c: UnsafeMutablePointer<Connection>) {
         if c.pointee.flags.contains(.readPaused) && c.pointee.phase != .awaitingReply {
             resumeReading(c)
         }
@@ -433,7 +473,8 @@ final class Worker: @unchecked Sendable {
     }
 
     /// Writes one frame with `payload` into the connection's output.
-    func enqueueFrame(_ c: UnsafeMutablePointer<Connection>, _ opcode: Opcode, _ payload: UnsafeRawBufferPointer) {
+    func enqueueFrame(_ c: UnsafeMutablePointer<Connection>, _ opcode: Opcode, _ payload: UnsafeRawBufferPointer, placeControl: Bool = true) {
+        if placeControl && c.pointee.endpoint == .stream { _ = prepareControl(c) }
         let header = FrameEncoder.headerSize(payloadLength: payload.count, masked: false)
         let p = c.pointee.output.reserve(header + payload.count, pool: pool)
         FrameEncoder.writeHeader(into: p, opcode: opcode, payloadLength: payload.count)
@@ -444,10 +485,41 @@ final class Worker: @unchecked Sendable {
         afterEnqueue(c)
     }
 
-    private func setWriteWatch(_ c: UnsafeMutablePointer<Connection>, _ on: Bool) {
+    func setWriteWatch(_ c: UnsafeMutablePointer<Connection>, _ on: Bool) {
         guard c.pointee.flags.contains(.writeBlocked) != on else { return }
-        if on { c.pointee.flags.insert(.writeBlocked) } else { c.pointee.flags.remove(.writeBlocked) }
+        if on {
+            c.pointee.flags.insert(.writeBlocked)
+            c.pointee.listIndex = UInt32(blocked.count)
+            blocked.append(c.pointee.slot)
+        } else {
+            c.pointee.flags.remove(.writeBlocked)
+            removeFromBlocked(c)
+        }
         updateEvents(c)
+    }
+
+    private func removeFromBlocked(_ c: UnsafeMutablePointer<Connection>) {
+        let i = Int(c.pointee.listIndex)
+        guard i < blocked.count, blocked[i] == c.pointee.slot else { return }
+        let last = blocked.removeLast()
+        if i < blocked.count {
+            blocked[i] = last
+            table.pointer(last).pointee.listIndex = UInt32(i)
+        }
+    }
+
+    /// Before a per-connection message is queued: if `output` is empty, its place in the
+    /// stream is "after everything pending now". Returns the seq to stamp on it.
+    func prepareControl(_ c: UnsafeMutablePointer<Connection>) -> UInt64 {
+        if c.pointee.output.isEmpty {
+            if let queue = slowQueue(c) {
+                c.pointee.controlMark = queue.end
+            } else {
+                c.pointee.controlMark = log.end
+            }
+            c.pointee.controlSeq = max(log.headSeq, c.pointee.minSeq)
+        }
+        return c.pointee.controlSeq
     }
 
     func pauseReading(_ c: UnsafeMutablePointer<Connection>) {
@@ -503,6 +575,11 @@ final class Worker: @unchecked Sendable {
         ev_io_stop(loop.raw, &c.pointee.io)
         leaveSessionLists(c)
         closingList.remove(c.pointee.slot) { timeoutLinks($0) }
+        if c.pointee.flags.contains(.writeBlocked) {
+            c.pointee.flags.remove(.writeBlocked)
+            removeFromBlocked(c)
+        }
+        releaseBroadcastState(c)
         close(c.pointee.fd)
         stats.socketsOpen.bump(-1)
         if c.pointee.endpoint != .none {
@@ -545,6 +622,9 @@ final class Worker: @unchecked Sendable {
         c.pointee.endpoint = .none
         c.pointee.flags = []
         c.pointee.session = WebSocketSession(maxMessageSize: 0)
+        c.pointee.minSeq = 0
+        c.pointee.cursor = 0
+        c.pointee.cursorOffset = 0
         table.release(slot)
     }
 

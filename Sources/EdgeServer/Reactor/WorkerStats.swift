@@ -21,6 +21,41 @@ final class WorkerStats: Sendable {
     let upgradesRejected = Atomic<UInt64>(0)
     let handshakeTimeouts = Atomic<UInt64>(0)
     let idleTimeouts = Atomic<UInt64>(0)
+    /// Clients that resumed (URL or Subscribe), recovered or not.
+    let resumes = Atomic<UInt64>(0)
+    let resumesRecovered = Atomic<UInt64>(0)
+    /// Frames dropped for slow consumers by conflation.
+    let conflated = Atomic<UInt64>(0)
+    /// Slow consumers closed with 1013.
+    let slowConsumerDisconnects = Atomic<UInt64>(0)
+    /// Deliveries that failed: a write error or a 1013 close.
+    let broadcastFailures = Atomic<UInt64>(0)
+    /// Bytes queued for blocked subscribers at the end of the last pass.
+    let backlogBytes = Atomic<Int>(0)
+    /// Frames in the resume history.
+    let historyMessages = Atomic<Int>(0)
+    let framesReceived = Atomic<UInt64>(0)
+
+    /// Upper bounds of the broadcast latency buckets, in nanoseconds (100 us to 5 s).
+    static let latencyBounds: [UInt64] = [
+        100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000, 25_000_000,
+        50_000_000, 100_000_000, 250_000_000, 500_000_000, 1_000_000_000, 2_500_000_000, 5_000_000_000,
+    ]
+    /// Per-bucket counts (not cumulative); the last one is +Inf.
+    let latencyBuckets: InlineArray<16, Atomic<UInt64>> = InlineArray { _ in Atomic<UInt64>(0) }
+    let latencySumNanoseconds = Atomic<UInt64>(0)
+    let latencyCount = Atomic<UInt64>(0)
+
+    /// Records one frame's publish-to-socket time on this reactor.
+    @inline(__always)
+    func observeLatency(nanoseconds: UInt64) {
+        var i = 0
+        let bounds = Self.latencyBounds
+        while i < bounds.count && nanoseconds > bounds[i] { i += 1 }
+        latencyBuckets[i].bump()
+        latencySumNanoseconds.bump(nanoseconds)
+        latencyCount.bump()
+    }
 }
 
 extension Atomic where Value == UInt64 {

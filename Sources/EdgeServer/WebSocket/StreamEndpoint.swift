@@ -1,20 +1,423 @@
+import Logging
 import Reactor
+import TradingStream
 import WireProtocol
 
+/// The `/ws` trading stream's per-connection protocol (PROTOCOL.md): the greeting,
+/// client messages (Ping, Subscribe, Unsubscribe), resume, and per-connection errors.
 extension Worker {
-    /// A `/ws` session just opened: greet it with the spec's `Connected` message.
-    func webSocketOpened(_ c: UnsafeMutablePointer<Connection>) {
+    /// A `/ws` session just opened. Query parameters may narrow the subscription
+    /// (`channels`, `symbols`) and resume (`epoch`, `since`) before anything is sent.
+    func webSocketOpened(_ c: UnsafeMutablePointer<Connection>, _ request: HTTPRequest) {
         guard c.pointee.endpoint == .stream else { return }
-        var json = Array("{\"type\":\"Connected\",\"message\":\"WebSocket connection established\",\"timestamp\":\"".utf8)
-        json += Array(repeating: 0, count: Timestamp.length)
-        json.withUnsafeMutableBytes { raw in
-            Timestamp.write(millisecondsSinceEpoch: nowWall, into: raw.baseAddress! + raw.count - Timestamp.length)
+        // Everything queued so far (the 101) goes before any frame.
+        c.pointee.controlMark = log.end
+        c.pointee.controlSeq = log.headSeq
+        c.pointee.liveFromSeq = log.headSeq
+        c.pointee.minSeq = 0
+
+        let query = QueryParameters(request.string(request.head.query) ?? "")
+        var subscription = Subscription.everything
+        var problem: (code: String, message: String, details: String?)?
+        if query["channels"] != nil || query["symbols"] != nil {
+            switch parseSubscription(channels: query["channels"].map { splitList($0) }, symbols: query["symbols"].map { splitList($0) }) {
+            case .success(let s): subscription = s
+            case .failure(let p): problem = (p.code, p.message, p.details)
+            }
         }
-        json += Array("\"}".utf8)
-        json.withUnsafeBytes { enqueueFrame(c, .text, $0) }
+        joinIndex(c, subscription)
+
+        var resumed: (recovered: Bool, replayed: Int)?
+        if let epoch = query["epoch"], let sinceText = query["since"] {
+            if let since = UInt64(sinceText) {
+                resumed = resume(c, epoch: epoch, since: since)
+            } else {
+                problem = ("INVALID_MESSAGE", "'since' must be a non-negative integer", nil)
+            }
+        }
+        let stamp = c.pointee.controlSeq
+        var data = EnvelopeWriter(capacity: 160)
+        data.appendRaw("{\"epoch\":\"\(context.epoch)\",\"seq\":\(log.headSeq),\"heartbeat_interval_ms\":\(config.pingIntervalMilliseconds),\"server\":\"tickwire/\(TickwireVersion.string)\"}")
+        sendMessage(c, type: "Connected", data: data.bytes, message: "WebSocket connection established", seq: stamp)
+        if let resumed {
+            sendConfirmation(c, resumed: resumed, seq: stamp)
+        } else if !subscription.isEverything {
+            sendConfirmation(c, resumed: nil, seq: stamp)
+        }
+        if let problem { sendError(c, code: problem.code, message: problem.message, details: problem.details) }
+        markDirty(c)
     }
 
-    /// A message from a `/ws` client.
+    /// A message from a `/ws` client (FR-WEBSOCKET-006 for the errors).
     func onClientMessage(_ c: UnsafeMutablePointer<Connection>, _ opcode: Opcode, _ payload: UnsafeRawBufferPointer) {
+        if opcode == .binary {
+            stats.parseErrors.bump()
+            sendError(c, code: "INVALID_MESSAGE", message: "binary messages are not accepted on /ws; send JSON text", details: nil)
+            return
+        }
+        let root: JSONValue
+        do {
+            root = try JSONScanner.parse(payload)
+        } catch {
+            stats.parseErrors.bump()
+            logInvalid(c, payload, reason: "\(error)")
+            sendError(c, code: "INVALID_JSON", message: "message is not valid JSON: \(error)", details: "{\"offset\":\(error.offset)}")
+            return
+        }
+        guard root.kind == .object,
+              let typeValue = JSONScanner.member("type", of: root, in: payload),
+              let type = JSONScanner.string(typeValue, in: payload)
+        else {
+            stats.parseErrors.bump()
+            logInvalid(c, payload, reason: "no string 'type'")
+            sendError(c, code: "INVALID_MESSAGE", message: "messages must be JSON objects with a string 'type'", details: nil)
+            return
+        }
+        let data = JSONScanner.member("data", of: root, in: payload)
+        switch type {
+        case "Ping":
+            sendMessage(c, type: "Pong", data: nil, message: nil)
+        case "Subscribe":
+            subscribe(c, data, payload)
+        case "Unsubscribe":
+            unsubscribe(c, data, payload)
+        default:
+            // Forward compatibility (FR-WEBSOCKET-002): newer clients may send types we do not know.
+            logger.debug("ignoring unknown client message type", metadata: ["conn": "\(c.pointee.id)", "type": "\(type)"])
+        }
+    }
+
+    // MARK: - Subscribe / Unsubscribe
+
+    struct SubscriptionProblem: Error {
+        let code: String
+        let message: String
+        let details: String?
+    }
+
+    private func subscribe(_ c: UnsafeMutablePointer<Connection>, _ data: JSONValue?, _ raw: UnsafeRawBufferPointer) {
+        if let data, data.kind != .object {
+            return sendError(c, code: "INVALID_MESSAGE", message: "'data' must be an object", details: nil)
+        }
+        var channels: [String]?
+        var symbols: [String]?
+        var resumeRequest: (epoch: String, since: UInt64)?
+        if let data {
+            if let value = JSONScanner.member("channels", of: data, in: raw) {
+                guard let list = stringList(value, raw) else {
+                    return sendError(c, code: "INVALID_SUBSCRIPTION", message: "'channels' must be an array of strings", details: nil)
+                }
+                channels = list
+            }
+            if let value = JSONScanner.member("symbols", of: data, in: raw) {
+                guard let list = stringList(value, raw) else {
+                    return sendError(c, code: "INVALID_SUBSCRIPTION", message: "'symbols' must be an array of strings", details: nil)
+                }
+                symbols = list
+            }
+            if let value = JSONScanner.member("resume", of: data, in: raw), value.kind != .null {
+                guard value.kind == .object,
+                      let e = JSONScanner.member("epoch", of: value, in: raw), let epoch = JSONScanner.string(e, in: raw),
+                      let s = JSONScanner.member("since", of: value, in: raw), let since = JSONScanner.integer(s, in: raw), since >= 0
+                else {
+                    return sendError(c, code: "INVALID_MESSAGE", message: "'resume' must be {\"epoch\": string, \"since\": non-negative integer}", details: nil)
+                }
+                resumeRequest = (epoch, UInt64(since))
+            }
+        }
+        let subscription: Subscription
+        switch parseSubscription(channels: channels, symbols: symbols) {
+        case .success(let s): subscription = s
+        case .failure(let p): return sendError(c, code: p.code, message: p.message, details: p.details)
+        }
+        joinIndex(c, subscription)
+        var resumed: (recovered: Bool, replayed: Int)?
+        if let resumeRequest {
+            resumed = resume(c, epoch: resumeRequest.epoch, since: resumeRequest.since)
+            sendConfirmation(c, resumed: resumed, seq: c.pointee.controlSeq)
+        } else {
+            sendConfirmation(c, resumed: nil, seq: prepareControl(c))
+        }
+    }
+
+    private func unsubscribe(_ c: UnsafeMutablePointer<Connection>, _ data: JSONValue?, _ raw: UnsafeRawBufferPointer) {
+        guard let data, data.kind == .object else {
+            return sendError(c, code: "INVALID_MESSAGE", message: "Unsubscribe needs 'data' with 'channels' and/or 'symbols'", details: nil)
+        }
+        var current = currentSubscription(c)
+        if let value = JSONScanner.member("channels", of: data, in: raw) {
+            guard let list = stringList(value, raw) else {
+                return sendError(c, code: "INVALID_SUBSCRIPTION", message: "'channels' must be an array of strings", details: nil)
+            }
+            let (known, unknown) = resolveChannels(list)
+            if !unknown.isEmpty { return unknownChannels(c, unknown) }
+            for channel in known { current.channelMask &= ~channel.bit }
+        }
+        if let value = JSONScanner.member("symbols", of: data, in: raw) {
+            guard let list = stringList(value, raw) else {
+                return sendError(c, code: "INVALID_SUBSCRIPTION", message: "'symbols' must be an array of strings", details: nil)
+            }
+            if !list.isEmpty {
+                if current.symbols.isEmpty {
+                    return sendError(c, code: "INVALID_SUBSCRIPTION",
+                                     message: "this connection receives every symbol; Subscribe with the symbols you want instead of unsubscribing some",
+                                     details: nil)
+                }
+                let remaining = current.symbols.filter { !list.contains($0) }
+                current = Subscription(channels: current.channels, symbols: remaining)
+                // No symbols left means nothing left, not "every symbol".
+                if remaining.isEmpty { current.channelMask = 0 }
+            }
+        }
+        joinIndex(c, current)
+        sendConfirmation(c, resumed: nil, seq: prepareControl(c))
+    }
+
+    private func parseSubscription(channels: [String]?, symbols: [String]?) -> Result<Subscription, SubscriptionProblem> {
+        var resolved = Channel.allCases
+        if let channels {
+            let (known, unknown) = resolveChannels(channels)
+            if !unknown.isEmpty {
+                return .failure(SubscriptionProblem(
+                    code: "UNKNOWN_CHANNEL",
+                    message: "unknown channel\(unknown.count > 1 ? "s" : ""): \(unknown.joined(separator: ", "))",
+                    details: unknownChannelDetails(unknown)))
+            }
+            resolved = known
+        }
+        let symbolList = symbols ?? []
+        if symbolList.count > config.maxSymbolsPerSubscription {
+            return .failure(SubscriptionProblem(code: "INVALID_SUBSCRIPTION",
+                message: "\(symbolList.count) symbols; at most \(config.maxSymbolsPerSubscription) per subscription", details: nil))
+        }
+        if let bad = symbolList.first(where: { $0.isEmpty || $0.utf8.count > 64 }) {
+            return .failure(SubscriptionProblem(code: "INVALID_SUBSCRIPTION",
+                message: "symbol '\(bad.prefix(64))' must be 1 to 64 bytes", details: nil))
+        }
+        return .success(Subscription(channels: resolved, symbols: symbolList))
+    }
+
+    private func resolveChannels(_ names: [String]) -> (known: [Channel], unknown: [String]) {
+        var known: [Channel] = []
+        var unknown: [String] = []
+        for name in names {
+            if let c = Channel(name: name) { if !known.contains(c) { known.append(c) } } else { unknown.append(name) }
+        }
+        return (known, unknown)
+    }
+
+    private func unknownChannelDetails(_ unknown: [String]) -> String {
+        var w = EnvelopeWriter(capacity: 256)
+        w.appendRaw("{\"channels\":[")
+        for (i, name) in unknown.enumerated() {
+            if i > 0 { w.appendRaw(",") }
+            w.appendQuoted(String(name.prefix(64)))
+        }
+        w.appendRaw("],\"available\":[")
+        for (i, c) in Channel.allCases.enumerated() {
+            if i > 0 { w.appendRaw(",") }
+            w.appendRaw("\"\(c.typeName)\",\"\(c.alias)\"")
+        }
+        w.appendRaw("]}")
+        return String(decoding: w.bytes, as: UTF8.self)
+    }
+
+    private func unknownChannels(_ c: UnsafeMutablePointer<Connection>, _ unknown: [String]) {
+        sendError(c, code: "UNKNOWN_CHANNEL", message: "unknown channel\(unknown.count > 1 ? "s" : ""): \(unknown.joined(separator: ", "))",
+                  details: unknownChannelDetails(unknown))
+    }
+
+    private func stringList(_ value: JSONValue, _ raw: UnsafeRawBufferPointer) -> [String]? {
+        guard value.kind == .array else { return nil }
+        var out: [String] = []
+        for element in JSONScanner.elements(of: value, in: raw) {
+            guard let s = JSONScanner.string(element, in: raw) else { return nil }
+            out.append(s)
+        }
+        return out
+    }
+
+    private func splitList(_ s: String) -> [String] {
+        s.split(separator: ",").map { String($0) }.filter { !$0.isEmpty }
+    }
+
+    // MARK: - Resume
+
+    /// Replays what a reconnecting client missed (PROTOCOL.md "Resume"). Positions the
+    /// connection's own messages (the confirmation) just before the replay.
+    func resume(_ c: UnsafeMutablePointer<Connection>, epoch: String, since: UInt64) -> (recovered: Bool, replayed: Int) {
+        stats.resumes.bump()
+        let head = log.headSeq
+        guard epoch == context.epoch else { return (false, 0) }
+        if since >= head {
+            // Nothing missed yet; this reactor may even be behind the client.
+            c.pointee.minSeq = max(c.pointee.minSeq, since)
+            c.pointee.controlSeq = since
+            stats.resumesRecovered.bump()
+            return (true, 0)
+        }
+        let window = UInt64(min(log.count, config.historySize))
+        guard window > 0 else { return (false, 0) }
+        let oldest = log.entry(log.end - window).pointee.seq
+        guard since + 1 >= oldest else { return (false, 0) }
+        let from = log.firstIndex(afterSeq: since)
+        c.pointee.minSeq = since
+        var replayed = 0
+        if !c.pointee.flags.contains(.sentBroadcast) && slowQueue(c) == nil {
+            // Nothing sent live yet: rewind the cursor; the confirmation goes first.
+            var index = from
+            while index < log.end {
+                if matches(c, log.entry(index)) { replayed += 1 }
+                index += 1
+            }
+            c.pointee.cursor = from
+            c.pointee.cursorOffset = 0
+            if from < log.end { c.pointee.flags.insert(.broadcastPending) }
+            c.pointee.controlMark = from
+            c.pointee.controlSeq = since
+        } else {
+            // Frames already went out live: replay the ones from before this stream began
+            // through the connection's own queue, ahead of anything still pending.
+            let queue = SlowConsumerQueue()
+            let existing = slowQueue(c)
+            var pendingFrom = log.end
+            if existing == nil && c.pointee.flags.contains(.broadcastPending) {
+                pendingFrom = c.pointee.cursor
+                if c.pointee.cursorOffset > 0 {
+                    let e = log.entry(c.pointee.cursor)
+                    queue.append(e.pointee.frame, bytes: e.pointee.bytes, count: e.pointee.count, key: 0)
+                    queue.consume(Int(c.pointee.cursorOffset))
+                    pendingFrom += 1
+                }
+            }
+            let mark = queue.end
+            let to = log.firstIndex(afterSeq: c.pointee.liveFromSeq)
+            var index = from
+            var replayBytes = 0
+            while index < to {
+                let e = log.entry(index)
+                if matches(c, e) {
+                    queue.append(e.pointee.frame, bytes: e.pointee.bytes, count: e.pointee.count, key: 0)
+                    replayed += 1
+                    replayBytes += Int(e.pointee.count)
+                }
+                index += 1
+            }
+            index = max(pendingFrom, to)
+            while index < log.end {
+                let e = log.entry(index)
+                if matches(c, e) {
+                    let key = Channel(rawValue: e.pointee.channel)!.isConflatable ? e.pointee.conflationKey : 0
+                    queue.append(e.pointee.frame, bytes: e.pointee.bytes, count: e.pointee.count, key: key)
+                }
+                index += 1
+            }
+            queue.allowance = replayBytes
+            if existing == nil {
+                c.pointee.flags.remove(.broadcastPending)
+                c.pointee.cursorOffset = 0
+                setSlowQueue(c, queue)
+                c.pointee.controlMark = mark
+            }
+            // (A client already in slow-consumer mode resumes via reconnect instead.)
+            c.pointee.controlSeq = since
+        }
+        stats.resumesRecovered.bump()
+        markDirty(c)
+        return (true, replayed)
+    }
+
+    // MARK: - Sending
+
+    /// Sends a per-connection message; `seq` overrides the stamp (greeting and resume).
+    func sendMessage(_ c: UnsafeMutablePointer<Connection>, type: String, data: [UInt8]?, message: String?, seq: UInt64? = nil) {
+        let stamp = seq ?? prepareControl(c)
+        envelope.begin(type: type, seq: stamp)
+        if let data { envelope.data(data) }
+        if let message { envelope.message(message) }
+        envelope.end(timestampMilliseconds: nowWall)
+        envelope.bytes.withUnsafeBytes { enqueueFrame(c, .text, $0, placeControl: false) }
+    }
+
+    private func sendConfirmation(_ c: UnsafeMutablePointer<Connection>, resumed: (recovered: Bool, replayed: Int)?, seq: UInt64) {
+        let subscription = currentSubscription(c)
+        var w = EnvelopeWriter(capacity: 256)
+        w.appendRaw("{\"channels\":[")
+        for (i, channel) in subscription.channels.enumerated() {
+            if i > 0 { w.appendRaw(",") }
+            w.appendRaw("\"\(channel.typeName)\"")
+        }
+        w.appendRaw("],\"symbols\":[")
+        for (i, symbol) in subscription.symbols.enumerated() {
+            if i > 0 { w.appendRaw(",") }
+            w.appendQuoted(symbol)
+        }
+        w.appendRaw("]")
+        if let resumed {
+            w.appendRaw(",\"recovered\":\(resumed.recovered),\"replayed\":\(resumed.replayed),\"epoch\":\"\(context.epoch)\",\"head\":\(log.headSeq)")
+        }
+        w.appendRaw("}")
+        sendMessage(c, type: "SubscriptionConfirmed", data: w.bytes, message: nil, seq: seq)
+    }
+
+    /// An `Error` message for this connection (FR-WEBSOCKET-006's format).
+    func sendError(_ c: UnsafeMutablePointer<Connection>, code: String, message: String, details: String?) {
+        var w = EnvelopeWriter(capacity: 256)
+        w.appendRaw("{\"message\":")
+        w.appendQuoted(message)
+        w.appendRaw(",\"code\":\"\(code)\"")
+        if let details { w.appendRaw(",\"details\":\(details)") }
+        w.appendRaw("}")
+        sendMessage(c, type: "Error", data: w.bytes, message: nil)
+    }
+
+    /// The spec's "Invalid message format" warning, rate-limited per reactor so a client
+    /// cannot flood the log.
+    private func logInvalid(_ c: UnsafeMutablePointer<Connection>, _ payload: UnsafeRawBufferPointer, reason: String) {
+        let second = nowMonotonic / 1000
+        if second != invalidLogSecond {
+            if invalidLogSuppressed > 0 {
+                logger.warning("suppressed \(invalidLogSuppressed) invalid-message warnings")
+            }
+            invalidLogSecond = second
+            invalidLogCount = 0
+            invalidLogSuppressed = 0
+        }
+        invalidLogCount += 1
+        if invalidLogCount > 10 { invalidLogSuppressed += 1; return }
+        let text = String(decoding: UnsafeRawBufferPointer(rebasing: payload.prefix(200)), as: UTF8.self)
+        logger.warning("Invalid message format: \(text)", metadata: [
+            "conn": "\(c.pointee.id)", "peer": "\(c.pointee.peer.description)", "reason": "\(reason)",
+        ])
+    }
+}
+
+/// `a=1&b=x%2Cy` query strings (application/x-www-form-urlencoded, RFC 3986 percent-encoding).
+struct QueryParameters {
+    private var values: [String: String] = [:]
+
+    init(_ query: String) {
+        for pair in query.split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard let key = Self.decode(parts[0]) else { continue }
+            values[key] = parts.count > 1 ? Self.decode(parts[1]) ?? "" : ""
+        }
+    }
+
+    subscript(_ key: String) -> String? { values[key] }
+
+    static func decode(_ s: Substring) -> String? {
+        var bytes: [UInt8] = []
+        var it = s.utf8.makeIterator()
+        while let b = it.next() {
+            if b == UInt8(ascii: "+") { bytes.append(0x20); continue }
+            if b == UInt8(ascii: "%") {
+                guard let h = it.next(), let l = it.next(), let v = UInt8(String(decoding: [h, l], as: UTF8.self), radix: 16) else { return nil }
+                bytes.append(v)
+                continue
+            }
+            bytes.append(b)
+        }
+        return String(validating: bytes, as: UTF8.self)
     }
 }

@@ -36,6 +36,7 @@ extension Worker {
                 // Echo the peer's code (§5.5.1); 1005 means it sent none, which we answer with 1000.
                 let reply = code == .noStatusReceived ? CloseCode.normalClosure : code
                 c.pointee.closeCode = code.rawValue
+                leaveIndex(c)
                 enqueueClose(c, reply, reason: "")
                 c.pointee.flags.insert(.closeAfterFlush)
                 return buffer.count
@@ -46,6 +47,7 @@ extension Worker {
                 return buffer.count
             case .fail(let error):
                 c.pointee.closeCode = error.closeCode.rawValue
+                leaveIndex(c)
                 stats.connectionErrors.bump()
                 logger.error("WebSocket connection error: \(error.reason)", metadata: [
                     "conn": "\(c.pointee.id)", "peer": "\(c.pointee.peer.description)", "close_code": "\(error.closeCode.rawValue)",
@@ -75,6 +77,8 @@ extension Worker {
     func startClose(_ c: UnsafeMutablePointer<Connection>, code: CloseCode, reason: String) {
         guard c.pointee.phase == .webSocket, c.pointee.session.beginClose() else { return }
         c.pointee.closeCode = code.rawValue
+        // No broadcast may follow our Close.
+        leaveIndex(c)
         enqueueClose(c, code, reason: reason)
         idleList.remove(c.pointee.slot) { timeoutLinks($0) }
         pingList.remove(c.pointee.slot) { heartbeatLinks($0) }

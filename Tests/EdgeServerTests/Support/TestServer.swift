@@ -15,6 +15,7 @@ final class TestServer {
         config.workers = 2
         config.echo = true
         config.shutdownGraceMilliseconds = 1000
+        config.simulator = false
         configure(&config)
         var logger = Logger(label: "test")
         logger.logLevel = .critical

@@ -19,8 +19,8 @@ final class TestWebSocket {
 
     static let key = "dGhlIHNhbXBsZSBub25jZQ=="
 
-    init(port: Int, path: String = "/echo", extraHeaders: String = "") throws {
-        socket = try TestSocket(port: port)
+    init(port: Int, path: String = "/echo", extraHeaders: String = "", receiveBuffer: Int? = nil) throws {
+        socket = try TestSocket(port: port, receiveBuffer: receiveBuffer)
         try socket.send("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             + "Sec-WebSocket-Key: \(Self.key)\r\nSec-WebSocket-Version: 13\r\n\(extraHeaders)\r\n")
         upgradeResponse = try socket.readHTTPResponse()
