@@ -13,10 +13,12 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "tickwire", targets: ["tickwire"]),
+        .executable(name: "tickwire-bench", targets: ["tickwire-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", exact: "0.2.0"),
     ],
     targets: [
         .systemLibrary(name: "CLibEV", path: "CLibEV", providers: [.apt(["libev-dev"])]),
@@ -53,6 +55,17 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
+        ),
+
+        // The load generator: the client side of the same protocol code, on the same reactor.
+        .executableTarget(
+            name: "tickwire-bench",
+            dependencies: [
+                "CLibEV", "Reactor", "WireProtocol",
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: hotPath
         ),
 
         .testTarget(name: "WireProtocolTests", dependencies: ["WireProtocol"]),

@@ -82,9 +82,25 @@ public actor StreamPublisher {
         case rejected(status: Int, reason: String, message: String)
     }
 
+    /// Several pipelined `POST /api/publish` bodies, each validated on its own, all
+    /// delivered to the reactors together.
+    public func publish(bodies: [[UInt8]]) -> [PublishOutcome] {
+        var frames: [BroadcastFrame] = []
+        let outcomes = bodies.map { publish(body: $0, into: &frames) }
+        if !frames.isEmpty { sink.deliver(frames) }
+        return outcomes
+    }
+
     /// `POST /api/publish`: one message or an array. Validated completely before anything
     /// is published, so a bad batch publishes nothing.
     public func publish(body: [UInt8]) -> PublishOutcome {
+        var frames: [BroadcastFrame] = []
+        let outcome = publish(body: body, into: &frames)
+        if !frames.isEmpty { sink.deliver(frames) }
+        return outcome
+    }
+
+    private func publish(body: [UInt8], into out: inout [BroadcastFrame]) -> PublishOutcome {
         stats.publishRequests += 1
         let acceptedAt = monotonicNanoseconds()
         let outcome: PublishOutcome = body.withUnsafeBytes { raw in
@@ -137,7 +153,7 @@ public actor StreamPublisher {
             for (channel, data, keys, message) in parsed {
                 frames.append(encode(channel, data: UnsafeRawBufferPointer(rebasing: raw[data.range]), keys: keys, message: message, acceptedAt: acceptedAt))
             }
-            sink.deliver(frames)
+            out += frames
             return .accepted(seqs: frames.map(\.seq))
         }
         if case let .rejected(_, reason, _) = outcome { stats.rejected[reason, default: 0] += 1 }

@@ -141,8 +141,7 @@ extension Worker {
                 let err = errno
                 if err == EINTR { continue }
                 if err == EAGAIN { setWriteWatch(c, true); return true }
-                stats.broadcastFailures.bump()
-                closeConnection(c, error: SystemError("writev", errno: err))
+                closeAfterWriteError(c, err)
                 return false
             }
             stats.bytesSent.bump(UInt64(written))
@@ -254,8 +253,7 @@ extension Worker {
                 let err = errno
                 if err == EINTR { continue }
                 if err == EAGAIN { setWriteWatch(c, true); return true }
-                stats.broadcastFailures.bump()
-                closeConnection(c, error: SystemError("writev", errno: err))
+                closeAfterWriteError(c, err)
                 return false
             }
             stats.bytesSent.bump(UInt64(written))

@@ -94,19 +94,31 @@ extension Worker {
                     return position
                 }
                 c.pointee.bodyRemaining = 0
-                stats.httpRequests.bump()
                 let request = HTTPRequest(
                     head: head, buffer: rest,
                     body: UnsafeRawBufferPointer(rebasing: rest[head.headLength..<total])
                 )
+                // Pipelined publishes are batched into one trip to the publisher; anything
+                // else waits until that batch is answered, so responses stay in order.
+                let isPublish = head.method == .post && request.pathIs("/api/publish")
+                if !publishBatch.isEmpty && !isPublish {
+                    dispatchPublishBatch(c)
+                    return position
+                }
+                stats.httpRequests.bump()
                 if head.keepAlive { c.pointee.flags.remove(.httpClose) } else { c.pointee.flags.insert(.httpClose) }
                 position += total
                 route(c, request)
+                if !publishBatch.isEmpty && (c.pointee.flags.contains(.httpClose) || publishBatch.count >= 1024) {
+                    dispatchPublishBatch(c)
+                    return position
+                }
                 if c.pointee.phase == .http {
                     touchDeadline(&handshakeList, c.pointee.slot)
                 }
             }
         }
+        if !publishBatch.isEmpty { dispatchPublishBatch(c) }
         return position
     }
 
@@ -186,18 +198,42 @@ extension Worker {
             Task(executorPreference: DedicatedExecutor.edge) { await publisher.recordRejection(reason: "unsupported_media_type") }
             return respondError(c, .unsupportedMediaType, "Content-Type must be application/json (got \(type))", request: request)
         }
-        let body = Array(request.body)
-        replyLater(c, request) {
-            switch await publisher.publish(body: body) {
-            case .accepted(let seqs):
-                var json = "{\"accepted\":\(seqs.count),\"seqs\":["
-                json += seqs.map(String.init).joined(separator: ",")
-                json += "]}"
-                return (.accepted, Array(json.utf8), [])
-            case let .rejected(status, _, message):
-                let s = HTTPStatus.of(status)
-                return (s, ResponseWriter.errorBody(s, message), [])
+        publishBatch.append((Array(request.body), corsOrigin(request)))
+    }
+
+    /// Sends the publishes collected from one read to the publisher in one call; their
+    /// frames reach the reactors together (one wake-up, one writev per subscriber).
+    func dispatchPublishBatch(_ c: UnsafeMutablePointer<Connection>) {
+        let batch = publishBatch
+        publishBatch.removeAll(keepingCapacity: true)
+        let publisher = context.publisher
+        let keepAlive = !c.pointee.flags.contains(.httpClose) && !shuttingDown
+        let slot = c.pointee.slot
+        let generation = c.pointee.generation
+        c.pointee.phase = .awaitingReply
+        handshakeList.remove(slot) { timeoutLinks($0) }
+        pauseReading(c)
+        let worker = self
+        Task(executorPreference: DedicatedExecutor.edge) {
+            let outcomes = await publisher.publish(bodies: batch.map(\.body))
+            let date = Timestamp.httpDate(secondsSinceEpoch: wallClockNanoseconds() / 1_000_000_000)
+            var response: [UInt8] = []
+            for (i, outcome) in outcomes.enumerated() {
+                let last = i == outcomes.count - 1
+                let (status, body): (HTTPStatus, [UInt8])
+                switch outcome {
+                case .accepted(let seqs):
+                    var json = "{\"accepted\":\(seqs.count),\"seqs\":["
+                    json += seqs.map(String.init).joined(separator: ",")
+                    json += "]}"
+                    (status, body) = (.accepted, Array(json.utf8))
+                case let .rejected(code, _, message):
+                    let s = HTTPStatus.of(code)
+                    (status, body) = (s, ResponseWriter.errorBody(s, message))
+                }
+                response += ResponseWriter.build(status, body: body, keepAlive: last ? keepAlive : true, headOnly: false, cors: batch[i].cors, date: date)
             }
+            worker.post(.httpReply(slot: slot, generation: generation, response: response, keepAlive: keepAlive))
         }
     }
 

@@ -81,6 +81,8 @@ final class Worker: @unchecked Sendable {
     /// First log index drained in this pass (latency is measured after the flush).
     var passFirstFrame: UInt64?
     var envelope = EnvelopeWriter(capacity: 512)
+    /// Publish requests parsed from the current read, not yet sent to the publisher.
+    var publishBatch: [(body: [UInt8], cors: String?)] = []
     var invalidLogSecond: UInt64 = 0
     var invalidLogCount = 0
     var invalidLogSuppressed = 0
@@ -324,7 +326,13 @@ final class Worker: @unchecked Sendable {
                 c.pointee.input.append(UnsafeRawBufferPointer(buffer), pool: pool)
             }
             if err == EAGAIN || err == EINTR { return }
-            closeConnection(c, error: SystemError("read", errno: err))
+            if err == ECONNRESET {
+                c.pointee.flags.insert(.peerClosed)
+                if c.pointee.closeCode == 0 { c.pointee.closeCode = CloseCode.abnormalClosure.rawValue }
+                closeConnection(c)
+            } else {
+                closeConnection(c, error: SystemError("read", errno: err))
+            }
             return
         }
         if c.pointee.phase == .webSocket {
@@ -434,7 +442,7 @@ final class Worker: @unchecked Sendable {
                 let err = errno
                 if err == EINTR { continue }
                 if err == EAGAIN { break }
-                closeConnection(c, error: SystemError("send", errno: err))
+                closeAfterWriteError(c, err)
                 return
             }
             stats.bytesSent.bump(UInt64(n))
@@ -566,6 +574,18 @@ final class Worker: @unchecked Sendable {
         c.pointee.flags.remove(.readPaused)
         updateEvents(c)
         appendDeadline(&closingList, c.pointee.slot)
+    }
+
+    /// A write failed. A peer that reset or vanished is an ordinary (abnormal, 1006)
+    /// disconnect; anything else is a connection error, logged and counted.
+    func closeAfterWriteError(_ c: UnsafeMutablePointer<Connection>, _ err: Int32) {
+        if err == ECONNRESET || err == EPIPE {
+            if c.pointee.closeCode == 0 { c.pointee.closeCode = CloseCode.abnormalClosure.rawValue }
+            closeConnection(c)
+        } else {
+            if c.pointee.endpoint == .stream { stats.broadcastFailures.bump() }
+            closeConnection(c, error: SystemError("write", errno: err))
+        }
     }
 
     /// Closes the socket now. The slot is freed after this pass.
