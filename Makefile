@@ -22,11 +22,14 @@ release: deps
 run: release
 	$(RELEASE_BIN) --port $(PORT) $(RUN_FLAGS)
 
-# Unit and integration tests (real sockets on loopback), then Autobahn conformance.
+# Unit and integration tests (real sockets on loopback), Autobahn conformance, the
+# deployment files through their real validators, and the dashboard in headless Chromium.
 test: deps
 	$(SWIFT) build
 	$(SWIFT) test
 	python3 scripts/conformance.py $(DEBUG_BIN) $(BUILD_DIR)/conformance
+	scripts/validate-deploy.sh
+	scripts/browser-test.sh $(DEBUG_BIN)
 
 unit: deps
 	$(SWIFT) build

@@ -14,6 +14,7 @@ let package = Package(
     products: [
         .executable(name: "tickwire", targets: ["tickwire"]),
         .executable(name: "tickwire-bench", targets: ["tickwire-bench"]),
+        .library(name: "TickwireClient", targets: ["TickwireClient"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
@@ -45,6 +46,11 @@ let package = Package(
                 "CLibEV", "Reactor", "WireProtocol", "TradingStream", "Ingestion",
                 .product(name: "Logging", package: "swift-log"),
             ],
+            // The dashboard and the browser client, compiled into the binary: one file to deploy.
+            resources: [
+                .embedInCode("Web/index.html"), .embedInCode("Web/app.js"), .embedInCode("Web/app.css"),
+                .embedInCode("Web/tickwire.js"), .embedInCode("Web/tickwire.d.ts"),
+            ],
             swiftSettings: hotPath
         ),
 
@@ -68,6 +74,8 @@ let package = Package(
             swiftSettings: hotPath
         ),
 
+        .target(name: "TickwireClient", dependencies: ["WireProtocol"]),
+
         .testTarget(name: "WireProtocolTests", dependencies: ["WireProtocol"]),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor"]),
         .testTarget(name: "TradingStreamTests", dependencies: ["TradingStream", "Ingestion"]),
@@ -75,5 +83,6 @@ let package = Package(
             name: "EdgeServerTests",
             dependencies: ["EdgeServer", "WireProtocol", .product(name: "Logging", package: "swift-log")]
         ),
+        .testTarget(name: "TickwireClientTests", dependencies: ["TickwireClient", "EdgeServer", .product(name: "Logging", package: "swift-log")]),
     ]
 )

@@ -148,6 +148,13 @@ extension Worker {
         } else if request.pathIs("/health") {
             if head.method != .get && head.method != .head { return methodNotAllowed(c, request, allow: "GET, HEAD, OPTIONS") }
             respond(c, .ok, body: healthBody(), request: request)
+        } else if let asset = StaticAssets.all[request.pathString] {
+            if head.method != .get && head.method != .head { return methodNotAllowed(c, request, allow: "GET, HEAD") }
+            let headers = [("ETag", asset.etag), ("Cache-Control", "no-cache")]
+            if request.string(request.head.ifNoneMatch) == asset.etag {
+                return respond(c, .notModified, body: [], request: request, headers: headers)
+            }
+            respond(c, .ok, contentType: asset.contentType, body: asset.bytes, request: request, headers: headers)
         } else {
             respondError(c, .notFound, "no route for \(request.methodString) \(request.pathString)", request: request)
         }

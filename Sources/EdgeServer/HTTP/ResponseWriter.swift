@@ -23,7 +23,7 @@ struct ResponseWriter {
         for (name, value) in headers { head += "\(name): \(value)\r\n" }
         head += keepAlive ? "\r\n" : "Connection: close\r\n\r\n"
         output.append(Array(head.utf8), pool: pool)
-        if !headOnly && status.code != 204 { output.append(body, pool: pool) }
+        if !headOnly && status.code != 204 && status.code != 304 { output.append(body, pool: pool) }
     }
 
     /// A complete response as bytes (for replies built off the reactor).

@@ -250,6 +250,12 @@ function snapshotEntry(e, epoch) {
   return record(e, e && e.seq, epoch);
 }
 
+/** The data of a snapshot entry: snapshot entries are the complete messages that carried
+ *  the state (PROTOCOL.md), but a bare data object is accepted too. */
+function dataOf(e) {
+  return e && typeof e === "object" && e.data && typeof e.data === "object" && typeof e.type === "string" ? e.data : e;
+}
+
 function passes(filter, type, data) {
   if (filter.channels && !filter.channels.has(type)) return false;
   if (filter.symbols && data && typeof data.symbol === "string" && !filter.symbols.has(data.symbol)) return false;
@@ -267,7 +273,8 @@ export function stateFromSnapshot(state, snap, o = DEFAULT_OPTIONS, subscription
   };
   const epoch = typeof snap.epoch === "string" ? snap.epoch : null;
   const prices = {};
-  for (const [sym, md] of Object.entries(snap.market || {})) {
+  for (const [sym, entry] of Object.entries(snap.market || {})) {
+    const md = dataOf(entry);
     if (md && passes(filter, "MarketData", { symbol: sym })) prices[sym] = Object.freeze({ symbol: sym, ...md });
   }
   const candles = {};
@@ -277,7 +284,7 @@ export function stateFromSnapshot(state, snap, o = DEFAULT_OPTIONS, subscription
     if (!entry) continue;
     // One ChartUpdate data per timeframe (PROTOCOL.md); an array of them or a `candles`
     // array of history is accepted too.
-    const items = Array.isArray(entry) ? entry : [entry];
+    const items = (Array.isArray(entry) ? entry : [entry]).map(dataOf);
     let list = EMPTY_ARRAY;
     for (const it of items) {
       if (!it) continue;
@@ -288,14 +295,14 @@ export function stateFromSnapshot(state, snap, o = DEFAULT_OPTIONS, subscription
     if (list.length) candles[sym] = list;
   }
   const positions = {};
-  for (const p of snap.positions || []) {
+  for (const p of (snap.positions || []).map(dataOf)) {
     if (p && typeof p.symbol === "string" && p.status !== "CLOSED" && passes(filter, "PositionUpdate", p)) positions[p.symbol] = Object.freeze({ ...p });
   }
   const trades = (snap.recent_trades || []).map((e) => snapshotEntry(e, epoch))
     .filter((t) => passes(filter, "TradeExecuted", t)).slice(0, o.maxTrades);
   const signals = (snap.ai_signals || []).map((e) => snapshotEntry(e, epoch))
     .filter((s) => passes(filter, "AISignalReceived", s)).slice(0, o.maxSignals);
-  const botStatus = snap.bot_status && passes(filter, "BotStatusUpdate", null) ? Object.freeze({ ...snap.bot_status }) : null;
+  const botStatus = snap.bot_status && passes(filter, "BotStatusUpdate", null) ? Object.freeze({ ...dataOf(snap.bot_status) }) : null;
   return Object.freeze({
     ...state,
     epoch,

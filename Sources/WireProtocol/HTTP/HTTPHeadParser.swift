@@ -180,6 +180,8 @@ public enum HTTPHeadParser {
             }
         case 12 where equalsLowercase(b, name, "content-type"):
             head.contentType = value
+        case 13 where equalsLowercase(b, name, "if-none-match"):
+            head.ifNoneMatch = value
         case 13 where equalsLowercase(b, name, "authorization"):
             head.authorization = value
         case 14 where equalsLowercase(b, name, "content-length"):

@@ -29,6 +29,7 @@ public struct HTTPRequestHead: Sendable, Equatable {
     public var webSocketProtocol: Range<Int>?
     public var webSocketExtensions: Range<Int>?
     public var forwardedFor: Range<Int>?
+    public var ifNoneMatch: Range<Int>?
 
     /// `Upgrade` lists the token `websocket`.
     public var upgradeWebSocket = false
