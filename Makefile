@@ -6,7 +6,7 @@ DEBUG_BIN    := $(BUILD_DIR)/debug/tickwire
 PORT         ?= 8080
 RUN_FLAGS    ?=
 
-.PHONY: all deps build release run test unit conformance clean
+.PHONY: all deps build release run test unit conformance bench bench-quick clean
 
 all: build
 
@@ -24,11 +24,12 @@ run: release
 
 # Unit and integration tests (real sockets on loopback), Autobahn conformance, the
 # deployment files through their real validators, and the dashboard in headless Chromium.
+# (validate-deploy runs first: it also installs promtool, which the metrics tests use.)
 test: deps
+	scripts/validate-deploy.sh
 	$(SWIFT) build
 	$(SWIFT) test
 	python3 scripts/conformance.py $(DEBUG_BIN) $(BUILD_DIR)/conformance
-	scripts/validate-deploy.sh
 	scripts/browser-test.sh $(DEBUG_BIN)
 
 unit: deps
@@ -38,6 +39,14 @@ unit: deps
 # Autobahn TestSuite sections 1-10 against /echo (kosoku), on a release build.
 conformance: release
 	python3 scripts/conformance.py $(RELEASE_BIN) $(BUILD_DIR)/conformance
+
+# Tickwire beside the kernel-floor server, same generator, pinned CPUs; reports, never fails
+# on a number. Results: $(BUILD_DIR)/bench/summary.md and one JSON file per run.
+bench: release
+	python3 scripts/bench.py --out $(BUILD_DIR)/bench
+
+bench-quick: release
+	python3 scripts/bench.py --quick --out $(BUILD_DIR)/bench-quick
 
 clean:
 	rm -rf $(BUILD_DIR)

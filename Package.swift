@@ -43,7 +43,7 @@ let package = Package(
         .target(
             name: "EdgeServer",
             dependencies: [
-                "CLibEV", "Reactor", "WireProtocol", "TradingStream", "Ingestion",
+                "CLibEV", "CSystemShims", "Reactor", "WireProtocol", "TradingStream", "Ingestion",
                 .product(name: "Logging", package: "swift-log"),
             ],
             // The dashboard and the browser client, compiled into the binary: one file to deploy.

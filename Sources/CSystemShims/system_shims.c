@@ -2,6 +2,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <string.h>
+#include <malloc.h>
 #include <sys/socket.h>
 #include "system_shims.h"
 
@@ -21,4 +22,8 @@ int tw_pin_thread(pthread_t thread, int cpu) {
 
 int tw_accept_nonblocking(int fd, struct sockaddr *addr, socklen_t *len) {
     return accept4(fd, addr, len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+}
+
+int tw_malloc_trim(void) {
+    return malloc_trim(0);
 }

@@ -18,6 +18,7 @@ final class ServerContext: @unchecked Sendable {
     let config: ServerConfiguration
     let logger: Logger
     let startedAtMonotonic = monotonicMilliseconds()
+    let startedAtWallSeconds = Double(wallClockNanoseconds()) / 1e9
     /// WebSocket connections admitted, across reactors, for --max-connections. Changed
     /// once per upgrade and close, never per message.
     let admitted = Atomic<Int>(0)
@@ -36,6 +37,9 @@ final class ServerContext: @unchecked Sendable {
         epoch = String(repeating: "0", count: 16 - hex.count) + hex
         publisher = StreamPublisher(epoch: epoch, sink: queues)
     }
+
+    /// The scrape-time aggregator of every reactor's counters.
+    private(set) lazy var metrics = MetricsExporter(context: self)
 }
 
 /// Why the server could not start.

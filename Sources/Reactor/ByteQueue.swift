@@ -171,6 +171,9 @@ public final class BufferPool {
         if free.count < maxFree { free.append(block) } else { Glibc.free(block) }
     }
 
+    /// Spare blocks held for reuse.
+    public var cachedBlocks: Int { free.count }
+
     /// Trims the free list (called when the server is idle).
     public func trim(keep: Int) {
         while free.count > keep { Glibc.free(free.removeLast()) }

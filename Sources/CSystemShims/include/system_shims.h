@@ -14,4 +14,7 @@ int tw_pin_thread(pthread_t thread, int cpu);
 /// accept4(2) with SOCK_NONBLOCK | SOCK_CLOEXEC: one call instead of accept + 2 fcntl.
 int tw_accept_nonblocking(int fd, struct sockaddr *addr, socklen_t *len);
 
+/// malloc_trim(0): returns free heap pages to the system after a large release.
+int tw_malloc_trim(void);
+
 #endif

@@ -145,6 +145,12 @@ extension Worker {
             replyLater(c, request) {
                 (.ok, await publisher.snapshotJSON(), [("Cache-Control", "no-store")])
             }
+        } else if request.pathIs("/metrics") {
+            if head.method != .get && head.method != .head { return methodNotAllowed(c, request, allow: "GET, HEAD") }
+            let metrics = context.metrics
+            replyLater(c, request, contentType: "text/plain; version=0.0.4; charset=utf-8") {
+                (.ok, await metrics.render(), [("Cache-Control", "no-store")])
+            }
         } else if request.pathIs("/health") {
             if head.method != .get && head.method != .head { return methodNotAllowed(c, request, allow: "GET, HEAD, OPTIONS") }
             respond(c, .ok, body: healthBody(), request: request)
@@ -247,7 +253,7 @@ extension Worker {
     /// Hands a request to an actor; the connection reads nothing more until the reply
     /// comes back through the reactor's queue (`WorkerCommand.httpReply`).
     func replyLater(
-        _ c: UnsafeMutablePointer<Connection>, _ request: HTTPRequest,
+        _ c: UnsafeMutablePointer<Connection>, _ request: HTTPRequest, contentType: String = "application/json",
         _ work: @escaping @Sendable () async -> (HTTPStatus, [UInt8], [(String, String)])
     ) {
         let slot = c.pointee.slot
@@ -262,7 +268,7 @@ extension Worker {
         Task(executorPreference: DedicatedExecutor.edge) {
             let (status, body, headers) = await work()
             let response = ResponseWriter.build(
-                status, body: body, headers: headers, keepAlive: keepAlive, headOnly: headOnly, cors: cors,
+                status, contentType: contentType, body: body, headers: headers, keepAlive: keepAlive, headOnly: headOnly, cors: cors,
                 date: Timestamp.httpDate(secondsSinceEpoch: wallClockNanoseconds() / 1_000_000_000)
             )
             worker.post(.httpReply(slot: slot, generation: generation, response: response, keepAlive: keepAlive))

@@ -1,4 +1,5 @@
 import CLibEV
+import CSystemShims
 import Glibc
 import Logging
 import Reactor
@@ -27,7 +28,9 @@ final class Worker: @unchecked Sendable {
     let config: ServerConfiguration
     let loop: EventLoop
     let table = ConnectionTable()
-    let pool = BufferPool()
+    /// At most 256 spare 4 KiB blocks (1 MiB) stay cached per reactor; housekeeping
+    /// shrinks the cache when traffic calms down, so idle memory goes back to the system.
+    let pool = BufferPool(blockSize: 4096, maxFree: 256)
     let stats = WorkerStats()
     var logger: Logger
 
@@ -64,6 +67,7 @@ final class Worker: @unchecked Sendable {
     private let prepareWatcher = UnsafeMutablePointer<ev_prepare>.allocate(capacity: 1)
     private let checkWatcher = UnsafeMutablePointer<ev_check>.allocate(capacity: 1)
     private let timerWatcher = UnsafeMutablePointer<ev_timer>.allocate(capacity: 1)
+    private let housekeepingWatcher = UnsafeMutablePointer<ev_timer>.allocate(capacity: 1)
     private var timerDue: UInt32 = 0
     private var timerArmed = false
 
@@ -143,6 +147,13 @@ final class Worker: @unchecked Sendable {
         tw_ev_timer_init(timerWatcher, { loop, _, _ in
             EventLoop.owner(of: loop, as: Worker.self).onTimer()
         }, 0, 0)
+
+        // Once a second: give cached buffers back (not a per-socket timer; it never keeps the loop alive).
+        tw_ev_timer_init(housekeepingWatcher, { loop, _, _ in
+            EventLoop.owner(of: loop, as: Worker.self).housekeeping()
+        }, 1, 1)
+        ev_timer_start(loop.raw, housekeepingWatcher)
+        ev_unref(loop.raw)
     }
 
     deinit {
@@ -151,6 +162,7 @@ final class Worker: @unchecked Sendable {
         prepareWatcher.deallocate()
         checkWatcher.deallocate()
         timerWatcher.deallocate()
+        housekeepingWatcher.deallocate()
         readBuffer.deallocate()
         iovecs.deallocate()
         iovKinds.deallocate()
@@ -707,6 +719,16 @@ final class Worker: @unchecked Sendable {
             pingList.append(slot, now: now) { heartbeatLinks($0) }
         }
         rearmTimerIfNeeded()
+    }
+
+    /// Halves the spare-buffer cache each second down to 32 blocks, and returns freed heap
+    /// to the system after a large release (malloc keeps it otherwise).
+    private func housekeeping() {
+        let before = pool.cachedBlocks
+        pool.trim(keep: max(32, before / 2))
+        if (before - pool.cachedBlocks) * pool.blockSize >= 256 << 10 {
+            _ = tw_malloc_trim()
+        }
     }
 
     private func armTimer(at deadline: UInt32) {

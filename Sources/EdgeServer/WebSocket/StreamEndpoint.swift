@@ -337,6 +337,7 @@ extension Worker {
         if let message { envelope.message(message) }
         envelope.end(timestampMilliseconds: nowWall)
         envelope.bytes.withUnsafeBytes { enqueueFrame(c, .text, $0, placeControl: false) }
+        stats.messagesSent.bump()
     }
 
     private func sendConfirmation(_ c: UnsafeMutablePointer<Connection>, resumed: (recovered: Bool, replayed: Int)?, seq: UInt64) {

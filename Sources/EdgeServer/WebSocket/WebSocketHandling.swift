@@ -65,6 +65,7 @@ extension Worker {
         switch c.pointee.endpoint {
         case .echo:
             enqueueFrame(c, opcode, payload)
+            stats.messagesSent.bump()
         case .stream:
             onClientMessage(c, opcode, payload)
         case .none:

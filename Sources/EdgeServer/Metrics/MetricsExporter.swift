@@ -1,0 +1,177 @@
+import Glibc
+import Ingestion
+import Reactor
+import TradingStream
+
+/// `GET /metrics` (Prometheus text exposition format 0.0.4). The reactors only ever
+/// write their own plain counters; on each scrape this actor, on the edge executor, reads
+/// them all (relaxed loads), adds the publisher's, and renders the text. Nothing on the hot
+/// path is shared or contended.
+///
+/// The text is written here rather than through swift-prometheus because the histograms
+/// are kept as per-reactor bucket counts and summed on scrape, and that library's
+/// histograms only accept individual observations.
+actor MetricsExporter {
+    private unowned let context: ServerContext
+
+    nonisolated var unownedExecutor: UnownedSerialExecutor {
+        DedicatedExecutor.edge.asUnownedSerialExecutor()
+    }
+
+    init(context: ServerContext) {
+        self.context = context
+    }
+
+    func render() async -> [UInt8] {
+        let publisher = await context.publisher.stats
+        var text = MetricsText()
+        let workers = context.workers
+        func sum(_ read: (WorkerStats) -> UInt64) -> UInt64 { workers.reduce(0) { $0 + read($1.stats) } }
+        func sumInt(_ read: (WorkerStats) -> Int) -> Int { workers.reduce(0) { $0 + read($1.stats) } }
+
+        text.gauge("websocket_connections_active", "Open WebSocket connections.",
+                   Double(sumInt { $0.webSocketsOpen.load(ordering: .relaxed) }))
+        text.counter("websocket_connections_total", "WebSocket connections opened since start.",
+                     sum { $0.webSocketsTotal.load(ordering: .relaxed) })
+        text.counter("websocket_messages_sent_total", "Messages sent to WebSocket clients (broadcast deliveries and per-connection messages).",
+                     sum { $0.messagesSent.load(ordering: .relaxed) })
+        text.counter("websocket_messages_received_total", "Messages received from WebSocket clients.",
+                     sum { $0.messagesReceived.load(ordering: .relaxed) })
+
+        // Broadcast latency: publish accepted -> written to the subscribers' sockets, per reactor.
+        var buckets = Array(repeating: UInt64(0), count: WorkerStats.latencyBounds.count + 1)
+        var latencySum: UInt64 = 0
+        var latencyCount: UInt64 = 0
+        for w in workers {
+            for i in 0..<buckets.count { buckets[i] += w.stats.latencyBuckets[i].load(ordering: .relaxed) }
+            latencySum += w.stats.latencySumNanoseconds.load(ordering: .relaxed)
+            latencyCount += w.stats.latencyCount.load(ordering: .relaxed)
+        }
+        text.histogram("websocket_broadcast_latency_seconds",
+                       "Time from a publish being accepted to its frame being written to the subscribers' sockets (per reactor).",
+                       bounds: WorkerStats.latencyBounds.map { Double($0) / 1e9 }, counts: buckets,
+                       sum: Double(latencySum) / 1e9, count: latencyCount)
+        text.histogram("websocket_message_size_bytes", "Size of broadcast messages (JSON bytes).",
+                       bounds: PublisherStats.sizeBuckets, counts: publisher.sizeCounts,
+                       sum: publisher.sizeSum, count: publisher.sizeCount)
+
+        text.counter("websocket_errors_connection_total", "Connections ended by a protocol violation, a socket error or a timeout.",
+                     sum { $0.connectionErrors.load(ordering: .relaxed) + $0.handshakeTimeouts.load(ordering: .relaxed) + $0.idleTimeouts.load(ordering: .relaxed) })
+        text.counter("websocket_errors_parsing_total", "Client messages that could not be parsed (bad JSON or shape).",
+                     sum { $0.parseErrors.load(ordering: .relaxed) })
+        text.counter("websocket_reconnections_total", "Clients that reconnected with a resume request (epoch and since).",
+                     sum { $0.resumes.load(ordering: .relaxed) })
+        text.counter("tickwire_resumes_recovered_total", "Resume requests answered from history (recovered: true).",
+                     sum { $0.resumesRecovered.load(ordering: .relaxed) })
+        text.counter("tickwire_slow_consumer_conflated_total", "Market data frames dropped for slow consumers because a newer one superseded them.",
+                     sum { $0.conflated.load(ordering: .relaxed) })
+        text.counter("tickwire_slow_consumer_disconnects_total", "Slow consumers closed with 1013 because events alone exceeded --max-backlog.",
+                     sum { $0.slowConsumerDisconnects.load(ordering: .relaxed) })
+        text.counter("tickwire_broadcast_failures_total", "Deliveries that failed: a subscriber closed by a write error or as a slow consumer.",
+                     sum { $0.broadcastFailures.load(ordering: .relaxed) })
+        text.gauge("tickwire_backlog_bytes", "Bytes queued for subscribers whose sockets are full.",
+                   Double(sumInt { $0.backlogBytes.load(ordering: .relaxed) }))
+        text.gauge("tickwire_history_messages", "Broadcast messages held for resume (per reactor; the largest).",
+                   Double(workers.map { $0.stats.historyMessages.load(ordering: .relaxed) }.max() ?? 0))
+        text.counter("tickwire_publish_requests_total", "POST /api/publish requests.", publisher.publishRequests)
+        text.labeled("tickwire_publish_rejected_total", "counter", "Publish requests refused, by reason.",
+                     publisher.rejected.sorted { $0.key < $1.key }.map { ("reason=\"\($0.key)\"", Double($0.value)) },
+                     emptyLabel: "reason=\"none\"")
+        text.labeled("tickwire_messages_published_total", "counter", "Messages published, by type.",
+                     Channel.allCases.map { ("type=\"\($0.typeName)\"", Double(publisher.published[Int($0.rawValue)])) })
+        text.labeled("tickwire_worker_connections", "gauge", "Open WebSocket connections per reactor.",
+                     workers.map { ("worker=\"\($0.index)\"", Double($0.stats.webSocketsOpen.load(ordering: .relaxed))) })
+        text.gauge("tickwire_connections_limit", "The --max-connections setting.", Double(context.config.maxConnections))
+        text.counter("tickwire_http_requests_total", "HTTP requests served.", sum { $0.httpRequests.load(ordering: .relaxed) })
+        text.counter("tickwire_upgrades_rejected_total", "WebSocket upgrades refused (bad handshake, limit, shutdown).",
+                     sum { $0.upgradesRejected.load(ordering: .relaxed) })
+        text.counter("tickwire_bytes_sent_total", "Bytes written to client sockets.", sum { $0.bytesSent.load(ordering: .relaxed) })
+        text.labeled("tickwire_build_info", "gauge", "Build information.", [("version=\"\(TickwireVersion.string)\"", 1)])
+        text.gauge("tickwire_uptime_seconds", "Seconds since the server started.",
+                   Double(monotonicMilliseconds() - context.startedAtMonotonic) / 1000)
+        processMetrics(&text)
+        return Array(text.output.utf8)
+    }
+
+    /// The standard process_* metrics, from /proc/self.
+    private func processMetrics(_ text: inout MetricsText) {
+        var usage = rusage()
+        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+        let cpu = Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6
+            + Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6
+        text.counter("process_cpu_seconds_total", "User and system CPU time.", cpu)
+        if let status = readFile("/proc/self/status") {
+            for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+                if let kb = line.split(separator: " ").dropFirst().first.flatMap({ Double($0) }) {
+                    text.gauge("process_resident_memory_bytes", "Resident memory.", kb * 1024)
+                }
+            }
+        }
+        var limit = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        text.gauge("process_max_fds", "Open file limit.", Double(limit.rlim_cur))
+        text.gauge("process_start_time_seconds", "Start time since the epoch.", context.startedAtWallSeconds)
+    }
+
+    private func readFile(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: 8192)
+        let n = read(fd, &bytes, bytes.count)
+        return n > 0 ? String(decoding: bytes[0..<n], as: UTF8.self) : nil
+    }
+}
+
+/// Builds the text exposition format: `# HELP`, `# TYPE`, then samples.
+struct MetricsText {
+    private(set) var output = ""
+
+    init() { output.reserveCapacity(8192) }
+
+    private static func format(_ v: Double) -> String {
+        if v.isInfinite { return v > 0 ? "+Inf" : "-Inf" }
+        if v == v.rounded() && abs(v) < 1e15 { return String(Int64(v)) }
+        return "\(v)"
+    }
+
+    mutating func header(_ name: String, _ type: String, _ help: String) {
+        output += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+    }
+
+    mutating func counter(_ name: String, _ help: String, _ value: UInt64) {
+        counter(name, help, Double(value))
+    }
+
+    mutating func counter(_ name: String, _ help: String, _ value: Double) {
+        header(name, "counter", help)
+        output += "\(name) \(Self.format(value))\n"
+    }
+
+    mutating func gauge(_ name: String, _ help: String, _ value: Double) {
+        header(name, "gauge", help)
+        output += "\(name) \(Self.format(value))\n"
+    }
+
+    /// Samples with labels; `emptyLabel` gives a zero sample when there are none yet,
+    /// so the series exists from the first scrape (alerts and rate() need that).
+    mutating func labeled(_ name: String, _ type: String, _ help: String, _ samples: [(String, Double)], emptyLabel: String? = nil) {
+        header(name, type, help)
+        var samples = samples
+        if samples.isEmpty, let emptyLabel { samples = [(emptyLabel, 0)] }
+        for (labels, value) in samples { output += "\(name){\(labels)} \(Self.format(value))\n" }
+    }
+
+    /// `counts` are per bucket (the last is +Inf), made cumulative here.
+    mutating func histogram(_ name: String, _ help: String, bounds: [Double], counts: [UInt64], sum: Double, count: UInt64) {
+        header(name, "histogram", help)
+        var cumulative: UInt64 = 0
+        for (i, bound) in bounds.enumerated() {
+            cumulative += counts[i]
+            output += "\(name)_bucket{le=\"\(Self.format(bound))\"} \(cumulative)\n"
+        }
+        cumulative += counts[bounds.count]
+        output += "\(name)_bucket{le=\"+Inf\"} \(cumulative)\n"
+        output += "\(name)_sum \(Self.format(sum))\n\(name)_count \(count)\n"
+    }
+}
