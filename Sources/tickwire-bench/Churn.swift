@@ -51,7 +51,7 @@ final class ChurnBenchmark: ClientHandler {
         ev_timer_start(engine.loop.raw, timer)
         startedAt = monotonicNanoseconds()
         publishStart = startedAt
-        engine.loop.run()
+        engine.run()
         return result
     }
 
@@ -96,7 +96,7 @@ final class ChurnBenchmark: ClientHandler {
             ]
             ev_timer_stop(engine.loop.raw, timer)
             for c in engine.connections where c.state != .closed { engine.close(c) }
-            engine.loop.stop()
+            engine.stop()
         }
     }
 

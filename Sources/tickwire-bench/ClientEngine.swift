@@ -59,6 +59,10 @@ final class ClientEngine {
     /// Spread client source addresses over 127.0.0.0/8 past this many per address, so
     /// more than one address's ephemeral ports (~28,000) can connect to one port.
     let connectionsPerSourceAddress = 20_000
+    /// Poll without sleeping (EVRUN_NOWAIT in a loop): the generator never sleeps in
+    /// epoll_wait, so the server's sends never pay to wake it. Uses a whole CPU.
+    var busyPoll = false
+    private var running = false
     private(set) var failures = 0
     private(set) var lastError = ""
 
@@ -73,6 +77,21 @@ final class ClientEngine {
     }
 
     deinit { readBuffer.deallocate() }
+
+    /// Runs the loop until `stop()`.
+    func run() {
+        if !busyPoll {
+            loop.run()
+            return
+        }
+        running = true
+        while running { ev_run(loop.raw, 1) }   // EVRUN_NOWAIT
+    }
+
+    func stop() {
+        running = false
+        loop.stop()
+    }
 
     // MARK: - Connecting
 
@@ -141,7 +160,7 @@ final class ClientEngine {
             readBuffer.copyMemory(from: c.input.readable.baseAddress!, byteCount: leftover)
             c.input.release(pool: pool)
         }
-        let n = read(c.fd, readBuffer + leftover, readBufferSize - leftover)
+        let n = recv(c.fd, readBuffer + leftover, readBufferSize - leftover, 0)
         if n <= 0 {
             if n < 0 && (errno == EAGAIN || errno == EINTR) {
                 if leftover > 0 { c.input.append(UnsafeRawBufferPointer(start: readBuffer, count: leftover), pool: pool) }

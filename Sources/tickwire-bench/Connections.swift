@@ -41,7 +41,7 @@ final class ConnectionsBenchmark: ClientHandler {
             Unmanaged<ConnectionsBenchmark>.fromOpaque(w!.pointee.data!).takeUnretainedValue().tick()
         }, 0.001, 0.001)
         ev_timer_start(engine.loop.raw, timer)
-        engine.loop.run()
+        engine.run()
         return result
     }
 
@@ -84,7 +84,7 @@ final class ConnectionsBenchmark: ClientHandler {
             ]
             ev_timer_stop(engine.loop.raw, timer)
             for c in engine.connections where c.state != .closed { engine.close(c) }
-            engine.loop.stop()
+            engine.stop()
         }
     }
 

@@ -42,7 +42,7 @@ final class EchoBenchmark: ClientHandler {
             Unmanaged<EchoBenchmark>.fromOpaque(w!.pointee.data!).takeUnretainedValue().tick()
         }, 0.01, 0.01)
         ev_timer_start(engine.loop.raw, timer)
-        engine.loop.run()
+        engine.run()
         return result
     }
 
@@ -88,7 +88,7 @@ final class EchoBenchmark: ClientHandler {
         ]
         ev_timer_stop(engine.loop.raw, timer)
         for c in engine.connections where c.state != .closed { engine.close(c) }
-        engine.loop.stop()
+        engine.stop()
     }
 
     private func send(_ c: ClientConnection, now: UInt64) {

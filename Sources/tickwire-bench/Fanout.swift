@@ -70,7 +70,7 @@ final class FanoutBenchmark: ClientHandler {
         }, 0.001, 0.001)
         ev_timer_start(engine.loop.raw, timer)
         for _ in 0..<options.publishers { publishers.append(engine.connect(.http)) }
-        engine.loop.run()
+        engine.run()
         return report()
     }
 
@@ -131,7 +131,7 @@ final class FanoutBenchmark: ClientHandler {
         phase = .done
         ev_timer_stop(engine.loop.raw, timer)
         for c in engine.connections where c.state != .closed { engine.close(c) }
-        engine.loop.stop()
+        engine.stop()
     }
 
     private func serverCPU() -> Double {

@@ -12,6 +12,14 @@ struct Common: ParsableArguments {
     var output: String?
     @Option(help: "Name of the server in the report.")
     var label = "tickwire"
+    @Flag(help: "Never sleep in epoll_wait (the generator uses a whole CPU; the server's sends stop paying to wake it).")
+    var busyPoll = false
+
+    func engine() throws -> ClientEngine {
+        let e = try ClientEngine(host: host, port: port)
+        e.busyPoll = busyPoll
+        return e
+    }
 
     func validate() throws {
         guard host.hasPrefix("127.") else { throw ValidationError("--host must be a loopback address (127.0.0.0/8)") }
@@ -20,6 +28,7 @@ struct Common: ParsableArguments {
     func emit(_ result: [String: Any]) throws {
         var result = result
         result["label"] = label
+        result["generator_busy_poll"] = busyPoll
         result["date"] = ISO8601DateFormatter().string(from: Date())
         let data = try JSONSerialization.data(withJSONObject: result, options: [.prettyPrinted, .sortedKeys])
         if let output { try data.write(to: URL(fileURLWithPath: output)) }
@@ -48,7 +57,7 @@ struct Fanout: ParsableCommand {
     @Option(help: "Subscriber query string, e.g. 'channels=prices&symbols=S0' (Tickwire only).") var query = ""
 
     func run() throws {
-        let engine = try ClientEngine(host: common.host, port: common.port)
+        let engine = try common.engine()
         var o = FanoutOptions()
         o.subscribers = subscribers; o.publishers = publishers; o.rate = rate; o.warmupSeconds = warmup
         o.durationSeconds = duration; o.symbols = symbols; o.batch = batch; o.query = query
@@ -65,7 +74,7 @@ struct Connections: ParsableCommand {
     @Option var path = "/ws"
 
     func run() throws {
-        let engine = try ClientEngine(host: common.host, port: common.port)
+        let engine = try common.engine()
         try common.emit(ConnectionsBenchmark(engine: engine, count: count, holdSeconds: hold, serverPid: common.serverPid, path: path).run())
     }
 }
@@ -79,7 +88,7 @@ struct Echo: ParsableCommand {
     @Option var duration = 10.0
 
     func run() throws {
-        let engine = try ClientEngine(host: common.host, port: common.port)
+        let engine = try common.engine()
         try common.emit(EchoBenchmark(engine: engine, clients: clients, size: size, warmupSeconds: warmup, durationSeconds: duration, serverPid: common.serverPid).run())
     }
 }
@@ -92,7 +101,7 @@ struct Churn: ParsableCommand {
     @Option(help: "Background messages per second for subscribers to receive.") var publishRate = 2000.0
 
     func run() throws {
-        let engine = try ClientEngine(host: common.host, port: common.port)
+        let engine = try common.engine()
         try common.emit(ChurnBenchmark(engine: engine, cycles: cycles, concurrency: concurrency, serverPid: common.serverPid, publishRate: publishRate).run())
     }
 }

@@ -136,7 +136,7 @@ extension Worker {
                 finishScan(c, at: scannedTo)
                 break
             }
-            let written = writev(fd, iovecs, Int32(n))
+            let written = Socket.send(fd, iovecs, count: n)
             if written < 0 {
                 let err = errno
                 if err == EINTR { continue }
@@ -248,7 +248,7 @@ extension Worker {
                 n += 1
             }
             if n == 0 { break }
-            let written = writev(fd, iovecs, Int32(n))
+            let written = Socket.send(fd, iovecs, count: n)
             if written < 0 {
                 let err = errno
                 if err == EINTR { continue }

@@ -312,7 +312,7 @@ final class Worker: @unchecked Sendable {
         if leftover > 4096 {
             let want = max(16 << 10, min(c.pointee.bodyRemaining, 1 << 20))
             let p = c.pointee.input.reserve(want, pool: pool)
-            n = read(c.pointee.fd, p, want)
+            n = recv(c.pointee.fd, p, want, 0)
             if n > 0 { c.pointee.input.commit(n) }
             buffer = c.pointee.input.readable
             inPlace = true
@@ -321,7 +321,7 @@ final class Worker: @unchecked Sendable {
                 readBuffer.copyMemory(from: c.pointee.input.readable.baseAddress!, byteCount: leftover)
                 c.pointee.input.release(pool: pool)
             }
-            n = read(c.pointee.fd, readBuffer + leftover, readBufferSize - leftover)
+            n = recv(c.pointee.fd, readBuffer + leftover, readBufferSize - leftover, 0)
             buffer = UnsafeMutableRawBufferPointer(start: readBuffer, count: leftover + max(n, 0))
         }
         if n == 0 {
@@ -398,7 +398,7 @@ final class Worker: @unchecked Sendable {
     /// After our Close and shutdown(SHUT_WR): read and drop until the peer's EOF.
     private func drainUntilEOF(_ c: UnsafeMutablePointer<Connection>) {
         while true {
-            let n = read(c.pointee.fd, readBuffer, readBufferSize)
+            let n = recv(c.pointee.fd, readBuffer, readBufferSize, 0)
             if n > 0 { continue }
             if n < 0 && (errno == EAGAIN || errno == EINTR) { return }
             closeConnection(c)

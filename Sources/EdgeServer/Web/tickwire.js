@@ -479,7 +479,12 @@ export class TickwireClient {
     }
     if (symbols && symbols.length) {
       if (!sub.symbols) this.log.warn("tickwire: removing symbols from an all-symbols subscription is an error; subscribe to the symbols you want");
-      else sub.symbols = sub.symbols.filter((s) => !symbols.includes(s));
+      else {
+        sub.symbols = sub.symbols.filter((s) => !symbols.includes(s));
+        // No symbols left means nothing left (the server's rule), not "every symbol":
+        // remember it as no channels, so a reconnect does not widen the subscription.
+        if (sub.symbols.length === 0) { sub.channels = []; sub.symbols = null; }
+      }
     }
     const data = {};
     if (channels && channels.length) data.channels = [...channels];
