@@ -8,12 +8,7 @@ struct Tickwire: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tickwire",
         abstract: "Real-time WebSocket edge server for trading dashboards.",
-        discussion: """
-            Every option can also be set with an environment variable: TICKWIRE_ and the option's
-            name in capitals with underscores (--max-connections: TICKWIRE_MAX_CONNECTIONS). A flag
-            on the command line wins over the environment. Durations take a unit (500ms, 30s, 2m,
-            1h; seconds when none); sizes take a binary unit (64KiB, 16MiB; bytes when none).
-            """,
+        discussion: "Every option can also be set with an environment variable: TICKWIRE_ and the option's name in capitals with underscores (--max-connections: TICKWIRE_MAX_CONNECTIONS; flags take true/false, --cors-origin a comma-separated list). A flag on the command line wins over the environment. Durations take a unit (500ms, 30s, 2m, 1h; seconds when none); sizes take a binary unit (64KiB, 16MiB; bytes when none).",
         version: TickwireVersion.string
     )
 

@@ -47,6 +47,25 @@ extension Worker {
         subscriptions.forEachCandidate(keys: keysScratch) { slot in
             activate(table.pointer(slot), first: first)
         }
+        if logger.logLevel <= .debug { logBroadcasts(from: first) }
+    }
+
+    /// The spec's "Broadcasting {type} message to {count} clients" (DEBUG), per frame:
+    /// the count is the subscribers the index names on this reactor.
+    private func logBroadcasts(from first: UInt64) {
+        var index = first
+        while index < log.end {
+            let e = log.entry(index)
+            let channel = Channel(rawValue: e.pointee.channel)!
+            let symbolKey = e.pointee.symbolHash != 0
+                ? SubscriptionIndex.symbolKey(e.pointee.channel, e.pointee.symbolHash)
+                : SubscriptionIndex.noSymbolKey(e.pointee.channel)
+            let count = subscriptions.everything.count
+                + (subscriptions.lists[SubscriptionIndex.channelKey(e.pointee.channel)]?.count ?? 0)
+                + (subscriptions.lists[symbolKey]?.count ?? 0)
+            logger.debug("Broadcasting \(channel.typeName) message to \(count) clients", metadata: ["seq": "\(e.pointee.seq)"])
+            index += 1
+        }
     }
 
     /// A subscriber has new frames from `first` on.
