@@ -11,6 +11,12 @@ final class ChurnBenchmark: ClientHandler {
     let concurrency: Int
     let serverPid: Int32?
     let publishRate: Double
+    /// Cycles run before the baseline is taken, so that pools, tables and caches have
+    /// reached their working size: growth after that is what a leak would look like.
+    let warmupCycles: Int
+    private var warmupDone = false
+    private var settleUntil: UInt64 = 0
+    private var measuredStartCompleted = 0
     private var started = 0
     private var completed = 0
     private var failed = 0
@@ -27,8 +33,9 @@ final class ChurnBenchmark: ClientHandler {
     /// Per connection: 0 connecting, 1 subscribed (waiting for a broadcast), 2 done.
     private var stage: [Int: Int] = [:]
 
-    init(engine: ClientEngine, cycles: Int, concurrency: Int, serverPid: Int32?, publishRate: Double) {
+    init(engine: ClientEngine, cycles: Int, concurrency: Int, serverPid: Int32?, publishRate: Double, warmupCycles: Int = 5_000) {
         self.engine = engine
+        self.warmupCycles = warmupCycles
         self.cycles = cycles
         self.concurrency = concurrency
         self.serverPid = serverPid
@@ -70,34 +77,53 @@ final class ChurnBenchmark: ClientHandler {
                 engine.send(p, request)
             }
         }
-        while started < cycles && started - completed - failed < concurrency {
-            let c = engine.connect(.webSocket(path: "/ws"))
-            stage[c.id] = 0
-            started += 1
+        let total = warmupCycles + cycles
+        // Warm-up: run `warmupCycles`, let every connection close and the server settle,
+        // then take the baseline.
+        if !warmupDone {
+            if started < warmupCycles {
+                while started < warmupCycles && started - completed - failed < concurrency { startCycle() }
+            } else if completed + failed >= warmupCycles {
+                if settleUntil == 0 { settleUntil = now + 2_000_000_000 }
+                if now >= settleUntil {
+                    warmBaseline = rss()
+                    warmupDone = true
+                    measuredStartCompleted = completed
+                    startedAt = now
+                }
+            }
+            return
         }
-        // A warm baseline once the first 10% of cycles are done (pools and tables sized).
-        if warmBaseline.rss == 0 && completed >= cycles / 10 { warmBaseline = rss() }
-        if finishedAt == 0 && completed + failed >= cycles {
+        while started < total && started - completed - failed < concurrency { startCycle() }
+        if finishedAt == 0 && completed + failed >= total {
             finishedAt = now
         }
         // Let the server free the last slots and return memory, then measure.
         if finishedAt != 0 && now - finishedAt > 2_000_000_000 {
             let after = rss()
             let seconds = Double(finishedAt - startedAt) / 1e9
+            let measured = completed - measuredStartCompleted
             func pct(_ a: Int, _ b: Int) -> Double { b > 0 ? Double(a - b) / Double(b) * 100 : 0 }
             result = [
-                "mode": "churn", "cycles": cycles, "concurrency": concurrency, "completed": completed, "failures": failed,
-                "first_error": firstError, "seconds": seconds, "cycles_per_s": seconds > 0 ? Double(completed) / seconds : 0,
-                "server_rss_baseline_bytes": baseline.rss, "server_rss_warm_bytes": warmBaseline.rss, "server_rss_after_bytes": after.rss,
-                "rss_growth_percent_vs_baseline": pct(after.rss, baseline.rss),
-                "rss_growth_percent_vs_warm": pct(after.rss, warmBaseline.rss),
-                "server_anon_baseline_bytes": baseline.anon, "server_anon_after_bytes": after.anon,
-                "anon_growth_percent_vs_baseline": pct(after.anon, baseline.anon),
+                "mode": "churn", "cycles": cycles, "warmup_cycles": warmupCycles, "concurrency": concurrency,
+                "completed": measured, "failures": failed,
+                "first_error": firstError, "seconds": seconds, "cycles_per_s": seconds > 0 ? Double(measured) / seconds : 0,
+                "server_rss_cold_bytes": baseline.rss, "server_rss_baseline_bytes": warmBaseline.rss, "server_rss_after_bytes": after.rss,
+                "rss_growth_percent": pct(after.rss, warmBaseline.rss),
+                "rss_growth_percent_vs_cold_start": pct(after.rss, baseline.rss),
+                "server_anon_baseline_bytes": warmBaseline.anon, "server_anon_after_bytes": after.anon,
+                "anon_growth_percent": pct(after.anon, warmBaseline.anon),
             ]
             ev_timer_stop(engine.loop.raw, timer)
             for c in engine.connections where c.state != .closed { engine.close(c) }
             engine.stop()
         }
+    }
+
+    private func startCycle() {
+        let c = engine.connect(.webSocket(path: "/ws"))
+        stage[c.id] = 0
+        started += 1
     }
 
     func opened(_ c: ClientConnection) {

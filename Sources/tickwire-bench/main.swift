@@ -99,10 +99,11 @@ struct Churn: ParsableCommand {
     @Option var cycles = 100_000
     @Option var concurrency = 200
     @Option(help: "Background messages per second for subscribers to receive.") var publishRate = 2000.0
+    @Option(help: "Cycles before the memory baseline is taken.") var warmupCycles = 5_000
 
     func run() throws {
         let engine = try common.engine()
-        try common.emit(ChurnBenchmark(engine: engine, cycles: cycles, concurrency: concurrency, serverPid: common.serverPid, publishRate: publishRate).run())
+        try common.emit(ChurnBenchmark(engine: engine, cycles: cycles, concurrency: concurrency, serverPid: common.serverPid, publishRate: publishRate, warmupCycles: warmupCycles).run())
     }
 }
 

@@ -142,3 +142,43 @@ func waitForPort(_ port: Int, seconds: Double = 10) -> Bool {
         #expect(version.output.trimmingCharacters(in: .whitespacesAndNewlines) == "0.1.0")
     }
 }
+
+@Suite(.serialized) struct LogTests {
+    @Test func jsonLinesCarryTheSpecEventsWithConnectionAndPeer() throws {
+        let port = try freePort()
+        let server = try ServerProcess(["--host", "127.0.0.1", "--port", "\(port)", "--workers", "1", "--no-simulator",
+                                        "--log-format", "json", "--log-level", "debug"])
+        defer { server.kill() }
+        #expect(waitForPort(port))
+        let client = try StreamClient(port: port)
+        _ = try client.next("Connected")
+        _ = try acceptedSeqs(publish(port, trade("BTCUSDT", 1)))
+        _ = try client.next("TradeExecuted")
+        try client.send("{not json")
+        _ = try client.next("Error")
+        try client.ws.send(opcode: 1, [0x61], masked: false)   // a protocol error
+        _ = try client.ws.readClose()
+        _ = try client.ws.socket.readEOF()
+        usleep(200_000)
+        kill(server.process.processIdentifier, SIGTERM)
+        #expect(server.waitForExit(5) == 0)
+        var events: [[String: Any]] = []
+        for line in server.output.split(separator: "\n") {
+            let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            #expect(object != nil, "not a JSON line: \(line)")
+            if let object { events.append(object) }
+        }
+        func find(_ prefix: String, _ level: String) -> [String: Any]? {
+            events.first { ($0["msg"] as? String)?.hasPrefix(prefix) == true && $0["level"] as? String == level }
+        }
+        let connected = find("WebSocket client connected from 127.0.0.1", "info")
+        #expect(connected?["conn"] != nil && (connected?["peer"] as? String)?.hasPrefix("127.0.0.1:") == true)
+        let disconnected = find("WebSocket client disconnected, duration: ", "info")
+        #expect(disconnected?["conn"] as? String == connected?["conn"] as? String)
+        #expect(disconnected?["close_code"] as? String == "1002")
+        #expect(find("Broadcasting TradeExecuted message to 1 clients", "debug") != nil)
+        #expect(find("Invalid message format: {not json", "warning")?["peer"] != nil)
+        #expect(find("WebSocket connection error: client frames must be masked", "error")?["conn"] != nil)
+        #expect(events.allSatisfy { ($0["ts"] as? String)?.hasSuffix("Z") == true })
+    }
+}

@@ -73,7 +73,9 @@ final class Worker: @unchecked Sendable {
 
     // The trading stream (see Broadcast/).
     /// The per-core broadcast queue: filled by the ingestion actor, drained here.
-    let inbox = SPSCRing<Unmanaged<BroadcastFrame>>(capacity: 65536)
+    /// 16,384 frames: several seconds of the busiest stream; a longer stall spills into the
+    /// producer's overflow list instead of growing this ring.
+    let inbox = SPSCRing<Unmanaged<BroadcastFrame>>(capacity: 16384)
     let log = BroadcastLog()
     let subscriptions = SubscriptionIndex()
     /// Connections whose socket is full (EV_WRITE watched).
