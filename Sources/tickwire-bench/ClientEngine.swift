@@ -58,7 +58,7 @@ final class ClientEngine {
     var rng = SystemRandomNumberGenerator()
     /// Spread client source addresses over 127.0.0.0/8 past this many per address, so
     /// more than one address's ephemeral ports (~28,000) can connect to one port.
-    let connectionsPerSourceAddress = 20_000
+    let connectionsPerSourceAddress = 10_000
     /// Poll without sleeping (EVRUN_NOWAIT in a loop): the generator never sleeps in
     /// epoll_wait, so the server's sends never pay to wake it. Uses a whole CPU.
     var busyPoll = false

@@ -127,3 +127,44 @@ final class Thread: @unchecked Sendable {
         q.release(pool: pool)
     }
 }
+
+@Suite struct PeerAddressTests {
+    func v4(_ text: String) -> PeerAddress {
+        var storage = sockaddr_storage()
+        withUnsafeMutablePointer(to: &storage) { p in
+            p.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { sin in
+                sin.pointee.sin_family = sa_family_t(AF_INET)
+                sin.pointee.sin_port = UInt16(4242).bigEndian
+                inet_pton(AF_INET, text, &sin.pointee.sin_addr)
+            }
+        }
+        return withUnsafePointer(to: &storage) { PeerAddress(storage: $0) }
+    }
+
+    func v6(_ text: String) -> PeerAddress {
+        var storage = sockaddr_storage()
+        withUnsafeMutablePointer(to: &storage) { p in
+            p.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { sin6 in
+                sin6.pointee.sin6_family = sa_family_t(AF_INET6)
+                sin6.pointee.sin6_port = UInt16(4242).bigEndian
+                inet_pton(AF_INET6, text, &sin6.pointee.sin6_addr)
+            }
+        }
+        return withUnsafePointer(to: &storage) { PeerAddress(storage: $0) }
+    }
+
+    /// Who may publish without a token: loopback peers only.
+    @Test func loopbackDetection() {
+        #expect(v4("127.0.0.1").isLoopback)
+        #expect(v4("127.255.3.4").isLoopback)
+        #expect(!v4("10.0.0.1").isLoopback)
+        #expect(!v4("128.0.0.1").isLoopback)
+        #expect(v6("::1").isLoopback)
+        #expect(!v6("2001:db8::1").isLoopback)
+        #expect(v6("::ffff:127.0.0.1").isLoopback)
+        #expect(!v6("::ffff:192.168.1.1").isLoopback)
+        #expect(v4("192.168.1.20").description == "192.168.1.20:4242")
+        #expect(v6("2001:db8::1").description == "[2001:db8::1]:4242")
+        #expect(v6("::ffff:10.1.2.3").description == "10.1.2.3:4242")
+    }
+}
