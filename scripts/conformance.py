@@ -14,28 +14,14 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from loopback import free_port, wait_for_port  # noqa: E402
+
 SECTIONS = {
     "1": "Framing", "2": "Pings/Pongs", "3": "Reserved bits", "4": "Opcodes",
     "5": "Fragmentation", "6": "UTF-8 handling", "7": "Close handling",
     "9": "Limits/performance", "10": "Misc",
 }
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(port, seconds=30):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return True
-        except OSError:
-            time.sleep(0.1)
-    return False
 
 
 def main():
@@ -50,7 +36,7 @@ def main():
          "--max-message-size", "16777216", "--log-level", "warning"],
         stdout=log, stderr=log)
     try:
-        if not wait_for(port):
+        if not wait_for_port(port):
             print("conformance: server did not start", file=sys.stderr)
             return 1
         kosoku = shutil.which("kosoku") or "kosoku"
