@@ -28,6 +28,10 @@ final class ServerContext: @unchecked Sendable {
     let queues = BroadcastQueues()
     let publisher: StreamPublisher
 
+    /// The scrape-time aggregator of every reactor's counters. Made here, before any
+    /// reactor can ask for it (a lazy property would race between reactors).
+    private(set) var metrics: MetricsExporter!
+
     init(config: ServerConfiguration, logger: Logger) {
         self.config = config
         self.logger = logger
@@ -36,10 +40,8 @@ final class ServerContext: @unchecked Sendable {
         let hex = String(raw, radix: 16)
         epoch = String(repeating: "0", count: 16 - hex.count) + hex
         publisher = StreamPublisher(epoch: epoch, sink: queues)
+        metrics = MetricsExporter(context: self)
     }
-
-    /// The scrape-time aggregator of every reactor's counters.
-    private(set) lazy var metrics = MetricsExporter(context: self)
 }
 
 /// Why the server could not start.
@@ -98,19 +100,28 @@ public final class Server: @unchecked Sendable {
         }
         self.port = port
 
+        // What several reactors would otherwise create on first use, racing: made now.
+        EdgeRequests.prepare()
+        _ = StaticAssets.all
+
         var workers: [Worker] = []
-        do {
+        do throws(SystemError) {
             for i in 0..<config.workers {
                 let fd = try Socket.listen(host: config.host, port: port, reusePort: true, backlog: config.listenBacklog)
-                workers.append(try Worker(index: i, context: context, listenFd: fd))
+                do {
+                    workers.append(try Worker(index: i, context: context, listenFd: fd))
+                } catch {
+                    close(fd)
+                    throw error
+                }
             }
         } catch {
-            for w in workers where w.listenFd >= 0 { close(w.listenFd) }
+            // The workers made so far close their listening sockets as they go.
             if error.errno == EADDRINUSE { throw .portInUse(host: config.host, port: port) }
             throw .system(error)
         }
         context.workers = workers
-        context.queues.attach(workers)
+        context.queues.attach(workers.map(\.broadcastInbox))
         for worker in workers {
             let thread = ReactorThread(name: "tickwire-r\(worker.index)") { [self] in
                 worker.run()
@@ -130,7 +141,7 @@ public final class Server: @unchecked Sendable {
             sim.seed = config.simulatorSeed
             let simulator = MarketSimulator(publisher: context.publisher, config: sim)
             self.simulator = simulator
-            Task(executorPreference: DedicatedExecutor.edge) { await simulator.start() }
+            Task(executorPreference: EdgeLoop.edge) { await simulator.start() }
         }
         context.logger.info("tickwire listening", metadata: [
             "host": "\(config.host)", "port": "\(port)", "workers": "\(config.workers)",
@@ -140,7 +151,7 @@ public final class Server: @unchecked Sendable {
 
     /// Starts the graceful shutdown: reactors stop accepting and send Close 1001.
     public func beginShutdown() {
-        if let simulator { Task(executorPreference: DedicatedExecutor.edge) { await simulator.stop() } }
+        if let simulator { Task(executorPreference: EdgeLoop.edge) { await simulator.stop() } }
         for worker in context.workers { worker.post(.shutdown) }
     }
 

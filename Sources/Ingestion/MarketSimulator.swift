@@ -24,7 +24,7 @@ public struct SimulatorConfiguration: Sendable {
 public actor MarketSimulator {
     /// Runs on the edge actors' own thread, never on the cooperative pool.
     public nonisolated var unownedExecutor: UnownedSerialExecutor {
-        DedicatedExecutor.edge.asUnownedSerialExecutor()
+        EdgeLoop.edge.asUnownedSerialExecutor()
     }
 
     private let publisher: StreamPublisher

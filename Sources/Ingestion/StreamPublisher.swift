@@ -31,7 +31,7 @@ public struct PublisherStats: Sendable {
 public actor StreamPublisher {
     /// Runs on the edge actors' own thread, never on the cooperative pool.
     public nonisolated var unownedExecutor: UnownedSerialExecutor {
-        DedicatedExecutor.edge.asUnownedSerialExecutor()
+        EdgeLoop.edge.asUnownedSerialExecutor()
     }
 
     /// Identifies this server's history: resume only works within one epoch.

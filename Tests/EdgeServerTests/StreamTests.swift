@@ -328,14 +328,31 @@ import Testing
         #expect(try edge.next("TradeExecuted").seq == 21)
     }
 
-    @Test func resumeAheadOfTheReactorSkipsWhatTheClientHas() throws {
+    @Test func resumePointNeverIssuedIsNotRecoveredAndTheStreamStaysLive() throws {
         let server = try TestServer()
+        _ = try acceptedSeqs(publish(server.port, "[" + (0..<2).map { trade("BTCUSDT", $0) }.joined(separator: ",") + "]"))
+        // seq 3 was never issued in this epoch: claiming it would skip everything up to 3.
         let client = try StreamClient(port: server.port, query: "epoch=\(server.server.epoch)&since=3")
         _ = try client.next("Connected")
-        #expect(try client.next("SubscriptionConfirmed").data?["recovered"] as? Bool == true)
-        _ = try acceptedSeqs(publish(server.port, "[" + (0..<5).map { trade("BTCUSDT", $0) }.joined(separator: ",") + "]"))
+        let confirmed = try client.next("SubscriptionConfirmed")
+        #expect(confirmed.data?["recovered"] as? Bool == false)
+        #expect((confirmed.data?["head"] as? NSNumber)?.intValue == 2)
+        // The client reloads its snapshot; live messages keep coming, none skipped.
+        _ = try acceptedSeqs(publish(server.port, "[" + (0..<2).map { trade("BTCUSDT", $0) }.joined(separator: ",") + "]"))
+        #expect(try client.next("TradeExecuted").seq == 3)
         #expect(try client.next("TradeExecuted").seq == 4)
-        #expect(try client.next("TradeExecuted").seq == 5)
+    }
+
+    @Test func resumeAtTheHeadIsRecoveredWithNothingToReplay() throws {
+        let server = try TestServer()
+        _ = try acceptedSeqs(publish(server.port, "[" + (0..<3).map { trade("BTCUSDT", $0) }.joined(separator: ",") + "]"))
+        let client = try StreamClient(port: server.port, query: "epoch=\(server.server.epoch)&since=3")
+        _ = try client.next("Connected")
+        let confirmed = try client.next("SubscriptionConfirmed")
+        #expect(confirmed.data?["recovered"] as? Bool == true)
+        #expect((confirmed.data?["replayed"] as? NSNumber)?.intValue == 0)
+        _ = try acceptedSeqs(publish(server.port, trade("BTCUSDT", 9)))
+        #expect(try client.next("TradeExecuted").seq == 4)
     }
 }
 

@@ -54,38 +54,6 @@ import Testing
     }
 }
 
-@Suite struct SPSCRingTests {
-    @Test func fifoAndFull() {
-        let ring = SPSCRing<Int>(capacity: 3)   // rounds to 4
-        #expect(ring.capacity == 4)
-        for i in 0..<4 { #expect(ring.push(i)) }
-        #expect(!ring.push(99))
-        #expect(ring.pop() == 0)
-        #expect(ring.push(4))
-        #expect((0..<4).map { _ in ring.pop()! } == [1, 2, 3, 4])
-        #expect(ring.pop() == nil)
-    }
-
-    @Test func producerAndConsumerThreads() async {
-        // One million values cross from one thread to another, in order, none lost.
-        let ring = SPSCRing<Int>(capacity: 1024)
-        let total = 1_000_000
-        let producer = Thread { for i in 0..<total { while !ring.push(i) { sched_yield() } } }
-        var expected = 0
-        var ok = true
-        while expected < total {
-            if let v = ring.pop() {
-                if v != expected { ok = false }
-                expected += 1
-            } else {
-                sched_yield()
-            }
-        }
-        producer.join()
-        #expect(ok)
-    }
-}
-
 /// A minimal joinable thread for tests.
 final class Thread: @unchecked Sendable {
     var handle = pthread_t()

@@ -1,67 +1,39 @@
-import CLibEV
 import Reactor
 import Synchronization
 import TradingStream
 
 /// The per-core broadcast queues (ARCHITECTURE.md): the ingestion actor, their single
 /// producer, pushes each frame (one retained reference per reactor) into every reactor's
-/// SPSC ring and wakes it with ev_async. A ring that is full (a reactor stalled for tens
-/// of thousands of messages) spills into a producer-side overflow list that is retried
-/// first on the next delivery and by a short timer, so the producer never blocks and no
-/// reactor ever sees frames out of order.
+/// unbounded SPSC queue and wakes it with ev_async. A stalled reactor costs a segment per
+/// thousand frames and never makes the producer wait, poll or reorder.
 final class BroadcastQueues: BroadcastSink, @unchecked Sendable {
-    // @unchecked: `workers` is set once before any frame is delivered; `overflow` is only
-    // touched by `deliver`/`retry`, which run on the single producer (the publisher actor)
-    // or under `retryLock` from the retry task.
-    var workers: [Worker] = []
-    private var overflow: [[Unmanaged<BroadcastFrame>]] = []
-    private let retryLock = Mutex<Void>(())
-    private let retryScheduled = Atomic<Bool>(false)
+    // @unchecked: `inboxes` is set once, before any frame is delivered; `deliver` runs on
+    // the single producer (the publisher actor), which the queues require.
+    private var inboxes: [BroadcastInbox] = []
+    /// The newest seq handed to the reactors: the head of this epoch. A resume point
+    /// beyond it was never issued.
+    let headSeq = Atomic<UInt64>(0)
 
-    func attach(_ workers: [Worker]) {
-        self.workers = workers
-        overflow = Array(repeating: [], count: workers.count)
+    func attach(_ inboxes: [BroadcastInbox]) {
+        self.inboxes = inboxes
     }
 
     func deliver(_ frames: [BroadcastFrame]) {
-        retryLock.withLock { _ in
-            for (i, worker) in workers.enumerated() {
-                var pushed = flushOverflow(i, worker)
-                for frame in frames {
-                    let ref = Unmanaged.passRetained(frame)
-                    if overflow[i].isEmpty && worker.inbox.push(ref) {
-                        pushed = true
-                    } else {
-                        overflow[i].append(ref)
-                    }
-                }
-                if pushed { worker.wakeSelf() }
-            }
-            if overflow.contains(where: { !$0.isEmpty }) { scheduleRetry() }
+        guard let last = frames.last else { return }
+        headSeq.store(last.seq, ordering: .releasing)
+        for inbox in inboxes {
+            for frame in frames { inbox.queue.push(Unmanaged.passRetained(frame)) }
+            inbox.wake()
         }
     }
 
-    /// Frames still waiting in overflow lists (metrics; approximate).
-    var overflowCount: Int { retryLock.withLock { _ in overflow.reduce(0) { $0 + $1.count } } }
+    /// Frames queued but not yet taken by their reactors (metrics; approximate).
+    var pendingCount: Int { inboxes.reduce(0) { $0 + $1.queue.approximateCount } }
+}
 
-    private func flushOverflow(_ i: Int, _ worker: Worker) -> Bool {
-        guard !overflow[i].isEmpty else { return false }
-        var n = 0
-        while n < overflow[i].count && worker.inbox.push(overflow[i][n]) { n += 1 }
-        overflow[i].removeFirst(n)
-        return n > 0
-    }
-
-    private func scheduleRetry() {
-        guard !retryScheduled.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        Task.detached { [self] in
-            try? await Task.sleep(for: .milliseconds(1))
-            retryScheduled.store(false, ordering: .releasing)
-            let more = retryLock.withLock { _ -> Bool in
-                for (i, worker) in workers.enumerated() where flushOverflow(i, worker) { worker.wakeSelf() }
-                return overflow.contains(where: { !$0.isEmpty })
-            }
-            if more { scheduleRetry() }
-        }
-    }
+/// One reactor's end of the broadcast queues: the queue and how to wake its loop.
+struct BroadcastInbox: @unchecked Sendable {
+    // @unchecked: the queue is SPSC by construction; `wake` is ev_async_send, safe anywhere.
+    let queue: SPSCQueue<Unmanaged<BroadcastFrame>>
+    let wake: () -> Void
 }

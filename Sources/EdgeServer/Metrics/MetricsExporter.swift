@@ -4,9 +4,9 @@ import Reactor
 import TradingStream
 
 /// `GET /metrics` (Prometheus text exposition format 0.0.4). The reactors only ever
-/// write their own plain counters; on each scrape this actor, on the edge executor, reads
-/// them all (relaxed loads), adds the publisher's, and renders the text. Nothing on the hot
-/// path is shared or contended.
+/// write their own plain counters; on each scrape this actor, on the edge loop, reads
+/// them all (relaxed loads), adds the publisher's (same executor: read synchronously), and
+/// renders the text. Nothing on the hot path is shared or contended.
 ///
 /// The text is written here rather than through swift-prometheus because the histograms
 /// are kept as per-reactor bucket counts and summed on scrape, and that library's
@@ -15,15 +15,15 @@ actor MetricsExporter {
     private unowned let context: ServerContext
 
     nonisolated var unownedExecutor: UnownedSerialExecutor {
-        DedicatedExecutor.edge.asUnownedSerialExecutor()
+        EdgeLoop.edge.asUnownedSerialExecutor()
     }
 
     init(context: ServerContext) {
         self.context = context
     }
 
-    func render() async -> [UInt8] {
-        let publisher = await context.publisher.stats
+    func render() -> [UInt8] {
+        let publisher = context.publisher.assumeIsolated { $0.stats }
         var text = MetricsText()
         let workers = context.workers
         func sum(_ read: (WorkerStats) -> UInt64) -> UInt64 { workers.reduce(0) { $0 + read($1.stats) } }
@@ -73,9 +73,18 @@ actor MetricsExporter {
                    Double(sumInt { $0.backlogBytes.load(ordering: .relaxed) }))
         text.gauge("tickwire_history_messages", "Broadcast messages held for resume (per reactor; the largest).",
                    Double(workers.map { $0.stats.historyMessages.load(ordering: .relaxed) }.max() ?? 0))
-        text.counter("tickwire_publish_requests_total", "POST /api/publish requests.", publisher.publishRequests)
+        // Refusals made on the reactors (authorisation, media type) plus the publisher's own.
+        var rejected = publisher.rejected
+        for reason in PublishRejection.allCases {
+            let n = sum { $0.publishRejections[reason.rawValue].load(ordering: .relaxed) }
+            if n > 0 { rejected[reason.label, default: 0] += n }
+        }
+        let refusedOnReactors = PublishRejection.allCases.reduce(UInt64(0)) { total, reason in
+            total + sum { $0.publishRejections[reason.rawValue].load(ordering: .relaxed) }
+        }
+        text.counter("tickwire_publish_requests_total", "POST /api/publish requests.", publisher.publishRequests + refusedOnReactors)
         text.labeled("tickwire_publish_rejected_total", "counter", "Publish requests refused, by reason.",
-                     publisher.rejected.sorted { $0.key < $1.key }.map { ("reason=\"\($0.key)\"", Double($0.value)) },
+                     rejected.sorted { $0.key < $1.key }.map { ("reason=\"\($0.key)\"", Double($0.value)) },
                      emptyLabel: "reason=\"none\"")
         text.labeled("tickwire_messages_published_total", "counter", "Messages published, by type.",
                      Channel.allCases.map { ("type=\"\($0.typeName)\"", Double(publisher.published[Int($0.rawValue)])) })

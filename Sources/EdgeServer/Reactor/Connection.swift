@@ -2,23 +2,6 @@ import CLibEV
 import Reactor
 import WireProtocol
 
-/// Where a connection is in its life.
-enum ConnectionPhase: UInt8 {
-    /// The slot is free.
-    case free
-    /// Reading HTTP requests (plain requests, or the upgrade).
-    case http
-    /// An HTTP request is being answered off the reactor (an actor); reading is paused.
-    case awaitingReply
-    /// A WebSocket session (open, or in its closing handshake).
-    case webSocket
-    /// Our last bytes are written and our side is shut down; reading until the peer's
-    /// EOF (bounded by the close timeout) so that a reset cannot destroy what we sent.
-    case draining
-    /// Closed; the slot is freed after the current dispatch pass.
-    case dead
-}
-
 /// What the WebSocket session is for.
 enum Endpoint: UInt8 {
     case none
@@ -28,34 +11,30 @@ enum Endpoint: UInt8 {
     case echo
 }
 
+/// The reactor's bookkeeping bits for one connection. Where the connection is in its
+/// life is not here: that is `Connection.lifecycle`.
 struct ConnectionFlags: OptionSet {
     var rawValue: UInt16
     /// In the reactor's dirty list: has output to flush at the end of this pass.
     static let dirty = ConnectionFlags(rawValue: 1 << 0)
     /// The socket refused bytes; EV_WRITE is watched until it drains.
     static let writeBlocked = ConnectionFlags(rawValue: 1 << 1)
-    /// Once output is flushed, shut our side down and drain (Close sent, or HTTP "close").
-    static let closeAfterFlush = ConnectionFlags(rawValue: 1 << 2)
-    /// Reading is paused (output over its bound, or waiting for an off-reactor reply).
-    static let readPaused = ConnectionFlags(rawValue: 1 << 3)
+    /// Reading is paused because the peer sends faster than it reads (output over its bound).
+    static let readPaused = ConnectionFlags(rawValue: 1 << 2)
+    /// Reading is stopped by the lifecycle (a reply is awaited, or the peer's EOF came).
+    static let inputStopped = ConnectionFlags(rawValue: 1 << 3)
     /// Counted against --max-connections.
     static let admitted = ConnectionFlags(rawValue: 1 << 4)
-    /// The current HTTP request asked for `Connection: close` (or is HTTP/1.0 without keep-alive).
-    static let httpClose = ConnectionFlags(rawValue: 1 << 5)
-    /// The peer's side reached EOF.
-    static let peerClosed = ConnectionFlags(rawValue: 1 << 6)
-    /// In the reactor's blocked list (for the broadcast log's retention).
-    static let listedBlocked = ConnectionFlags(rawValue: 1 << 7)
     /// Has broadcast frames pending from `cursor` in the reactor's log.
-    static let broadcastPending = ConnectionFlags(rawValue: 1 << 8)
+    static let broadcastPending = ConnectionFlags(rawValue: 1 << 5)
     /// The subscription has a symbol filter (kept in `extras`).
-    static let filtered = ConnectionFlags(rawValue: 1 << 9)
+    static let filtered = ConnectionFlags(rawValue: 1 << 6)
     /// At least one broadcast frame has been written to this connection.
-    static let sentBroadcast = ConnectionFlags(rawValue: 1 << 10)
+    static let sentBroadcast = ConnectionFlags(rawValue: 1 << 7)
     /// In the subscription index.
-    static let indexed = ConnectionFlags(rawValue: 1 << 11)
+    static let indexed = ConnectionFlags(rawValue: 1 << 8)
     /// A `100 Continue` was sent for the current request.
-    static let continueSent = ConnectionFlags(rawValue: 1 << 12)
+    static let continueSent = ConnectionFlags(rawValue: 1 << 9)
 }
 
 /// One connection's state. A plain struct with no references (so no ARC), living at a
@@ -65,18 +44,21 @@ struct ConnectionFlags: OptionSet {
 /// a symbol filter) hangs off pointers that are nil while it is idle.
 struct Connection {
     var io = ev_io()
+    /// -1 while the slot is free or its socket closed.
     var fd: Int32 = -1
     var slot: UInt32 = 0
     /// Bumped each time the slot is reused, so that a reply or event meant for an earlier
     /// occupant is recognised and dropped (nginx's "instance" bit, widened).
     var generation: UInt32 = 0
-    var phase: ConnectionPhase = .free
+    /// Where the connection is in its life; the reactor only carries out its actions.
+    var lifecycle = ConnectionLifecycle()
     var endpoint: Endpoint = .none
     var flags: ConnectionFlags = []
-    /// Handshake, idle or closing timeout, depending on the phase.
+    /// Request, idle or closing deadline, depending on the lifecycle.
     var timeout = DeadlineLinks()
     /// Next server ping (WebSocket only).
     var heartbeat = DeadlineLinks()
+    /// The frame-level protocol of an open session.
     var session = WebSocketSession(maxMessageSize: 0)
     /// Bytes received but not yet consumed: a partial head, frame header or control frame,
     /// or a request body still arriving.
@@ -85,7 +67,7 @@ struct Connection {
     var message = ByteQueue()
     /// Bytes for this connection alone: HTTP responses, Connected, pongs, echoes, Close.
     var output = ByteQueue()
-    /// Index in the reactor's blocked/dirty bookkeeping.
+    /// Index in the reactor's blocked list.
     var listIndex: UInt32 = 0
     /// Wall-clock-free timing for the disconnect log: monotonic ms at accept.
     var acceptedAt: UInt64 = 0
@@ -95,8 +77,6 @@ struct Connection {
     var bodyRemaining: Int = 0
     /// Where the blank-line search for a partial head may resume.
     var headScanned: UInt32 = 0
-    /// The close code we sent or received, for the disconnect log.
-    var closeCode: UInt16 = 0
 
     // Broadcast state (the trading stream).
     /// Channels wanted (bit per `Channel`); 0 for connections that are not subscribers.
@@ -121,4 +101,7 @@ struct Connection {
     var liveFromSeq: UInt64 = 0
     /// `ConnectionExtras` (retained), only for narrowed subscriptions and slow consumers.
     var extras: UnsafeMutableRawPointer?
+
+    /// The slot holds a live socket.
+    @inline(__always) var isLive: Bool { fd >= 0 }
 }

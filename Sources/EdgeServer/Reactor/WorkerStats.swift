@@ -35,6 +35,13 @@ final class WorkerStats: Sendable {
     /// Frames in the resume history.
     let historyMessages = Atomic<Int>(0)
     let framesReceived = Atomic<UInt64>(0)
+    /// Publish requests the reactor refused before the publisher saw them, by reason.
+    let publishRejections: InlineArray<3, Atomic<UInt64>> = InlineArray { _ in Atomic<UInt64>(0) }
+
+    @inline(__always)
+    func countPublishRejection(_ reason: PublishRejection) {
+        publishRejections[reason.rawValue].bump()
+    }
 
     /// Upper bounds of the broadcast latency buckets, in nanoseconds (100 us to 5 s).
     static let latencyBounds: [UInt64] = [
@@ -55,6 +62,19 @@ final class WorkerStats: Sendable {
         latencyBuckets[i].bump()
         latencySumNanoseconds.bump(nanoseconds)
         latencyCount.bump()
+    }
+}
+
+/// Why a reactor refused a publish (metrics label `reason`).
+enum PublishRejection: Int, CaseIterable {
+    case unauthorized, forbidden, unsupportedMediaType
+
+    var label: String {
+        switch self {
+        case .unauthorized: return "unauthorized"
+        case .forbidden: return "forbidden"
+        case .unsupportedMediaType: return "unsupported_media_type"
+        }
     }
 }
 

@@ -5,11 +5,31 @@ import WireProtocol
 
 /// The `/ws` trading stream's per-connection protocol (PROTOCOL.md): the greeting,
 /// client messages (Ping, Subscribe, Unsubscribe), resume, and per-connection errors.
-extension Worker {
+final class StreamEndpoint {
+    private unowned(unsafe) let worker: Worker
+    private unowned(unsafe) let path: BroadcastPath
+    private let stats: WorkerStats
+    private let config: ServerConfiguration
+    private let context: ServerContext
+    private var envelope = EnvelopeWriter(capacity: 512)
+    private var invalidLogSecond: UInt64 = 0
+    private var invalidLogCount = 0
+    private var invalidLogSuppressed = 0
+
+    init(worker: Worker) {
+        self.worker = worker
+        path = worker.broadcast
+        stats = worker.stats
+        config = worker.config
+        context = worker.context
+    }
+
+    private var log: BroadcastLog { path.log }
+    private var logger: Logger { worker.logger }
+
     /// A `/ws` session just opened. Query parameters may narrow the subscription
     /// (`channels`, `symbols`) and resume (`epoch`, `since`) before anything is sent.
-    func webSocketOpened(_ c: UnsafeMutablePointer<Connection>, _ request: HTTPRequest) {
-        guard c.pointee.endpoint == .stream else { return }
+    func opened(_ c: UnsafeMutablePointer<Connection>, _ request: HTTPRequest) {
         // Everything queued so far (the 101) goes before any frame.
         c.pointee.controlMark = log.end
         c.pointee.controlSeq = log.headSeq
@@ -25,7 +45,7 @@ extension Worker {
             case .failure(let p): problem = (p.code, p.message, p.details)
             }
         }
-        joinIndex(c, subscription)
+        path.joinIndex(c, subscription)
 
         var resumed: (recovered: Bool, replayed: Int)?
         if let epoch = query["epoch"], let sinceText = query["since"] {
@@ -45,7 +65,7 @@ extension Worker {
             sendConfirmation(c, resumed: nil, seq: stamp)
         }
         if let problem { sendError(c, code: problem.code, message: problem.message, details: problem.details) }
-        markDirty(c)
+        worker.output.markDirty(c)
     }
 
     /// A message from a `/ws` client (FR-WEBSOCKET-006 for the errors).
@@ -130,13 +150,13 @@ extension Worker {
         case .success(let s): subscription = s
         case .failure(let p): return sendError(c, code: p.code, message: p.message, details: p.details)
         }
-        joinIndex(c, subscription)
+        path.joinIndex(c, subscription)
         var resumed: (recovered: Bool, replayed: Int)?
         if let resumeRequest {
             resumed = resume(c, epoch: resumeRequest.epoch, since: resumeRequest.since)
             sendConfirmation(c, resumed: resumed, seq: c.pointee.controlSeq)
         } else {
-            sendConfirmation(c, resumed: nil, seq: prepareControl(c))
+            sendConfirmation(c, resumed: nil, seq: path.placeControl(c))
         }
     }
 
@@ -144,7 +164,7 @@ extension Worker {
         guard let data, data.kind == .object else {
             return sendError(c, code: "INVALID_MESSAGE", message: "Unsubscribe needs 'data' with 'channels' and/or 'symbols'", details: nil)
         }
-        var current = currentSubscription(c)
+        var current = path.currentSubscription(c)
         if let value = JSONScanner.member("channels", of: data, in: raw) {
             guard let list = stringList(value, raw) else {
                 return sendError(c, code: "INVALID_SUBSCRIPTION", message: "'channels' must be an array of strings", details: nil)
@@ -169,8 +189,8 @@ extension Worker {
                 if remaining.isEmpty { current.channelMask = 0 }
             }
         }
-        joinIndex(c, current)
-        sendConfirmation(c, resumed: nil, seq: prepareControl(c))
+        path.joinIndex(c, current)
+        sendConfirmation(c, resumed: nil, seq: path.placeControl(c))
     }
 
     private func parseSubscription(channels: [String]?, symbols: [String]?) -> Result<Subscription, SubscriptionProblem> {
@@ -249,6 +269,9 @@ extension Worker {
         stats.resumes.bump()
         let head = log.headSeq
         guard epoch == context.epoch else { return (false, 0) }
+        // A resume point this epoch never issued (a `since` beyond its head) cannot be
+        // honoured: claiming it would silently skip everything up to that seq.
+        if since > context.queues.headSeq.load(ordering: .acquiring) { return (false, 0) }
         if since >= head {
             // Nothing missed yet; this reactor may even be behind the client.
             c.pointee.minSeq = max(c.pointee.minSeq, since)
@@ -263,11 +286,11 @@ extension Worker {
         let from = log.firstIndex(afterSeq: since)
         c.pointee.minSeq = since
         var replayed = 0
-        if !c.pointee.flags.contains(.sentBroadcast) && slowQueue(c) == nil {
+        if !c.pointee.flags.contains(.sentBroadcast) && path.slowQueue(c) == nil {
             // Nothing sent live yet: rewind the cursor; the confirmation goes first.
             var index = from
             while index < log.end {
-                if matches(c, log.entry(index)) { replayed += 1 }
+                if path.matches(c, log.entry(index)) { replayed += 1 }
                 index += 1
             }
             c.pointee.cursor = from
@@ -279,7 +302,7 @@ extension Worker {
             // Frames already went out live: replay the ones from before this stream began
             // through the connection's own queue, ahead of anything still pending.
             let queue = SlowConsumerQueue()
-            let existing = slowQueue(c)
+            let existing = path.slowQueue(c)
             var pendingFrom = log.end
             if existing == nil && c.pointee.flags.contains(.broadcastPending) {
                 pendingFrom = c.pointee.cursor
@@ -296,7 +319,7 @@ extension Worker {
             var replayBytes = 0
             while index < to {
                 let e = log.entry(index)
-                if matches(c, e) {
+                if path.matches(c, e) {
                     queue.append(e.pointee.frame, bytes: e.pointee.bytes, count: e.pointee.count, key: 0)
                     replayed += 1
                     replayBytes += Int(e.pointee.count)
@@ -306,7 +329,7 @@ extension Worker {
             index = max(pendingFrom, to)
             while index < log.end {
                 let e = log.entry(index)
-                if matches(c, e) {
+                if path.matches(c, e) {
                     let key = Channel(rawValue: e.pointee.channel)!.isConflatable ? e.pointee.conflationKey : 0
                     queue.append(e.pointee.frame, bytes: e.pointee.bytes, count: e.pointee.count, key: key)
                 }
@@ -316,14 +339,14 @@ extension Worker {
             if existing == nil {
                 c.pointee.flags.remove(.broadcastPending)
                 c.pointee.cursorOffset = 0
-                setSlowQueue(c, queue)
+                path.setSlowQueue(c, queue)
                 c.pointee.controlMark = mark
             }
             // (A client already in slow-consumer mode resumes via reconnect instead.)
             c.pointee.controlSeq = since
         }
         stats.resumesRecovered.bump()
-        markDirty(c)
+        worker.output.markDirty(c)
         return (true, replayed)
     }
 
@@ -331,17 +354,17 @@ extension Worker {
 
     /// Sends a per-connection message; `seq` overrides the stamp (greeting and resume).
     func sendMessage(_ c: UnsafeMutablePointer<Connection>, type: String, data: [UInt8]?, message: String?, seq: UInt64? = nil) {
-        let stamp = seq ?? prepareControl(c)
+        let stamp = seq ?? path.placeControl(c)
         envelope.begin(type: type, seq: stamp)
         if let data { envelope.data(data) }
         if let message { envelope.message(message) }
-        envelope.end(timestampMilliseconds: nowWall)
-        envelope.bytes.withUnsafeBytes { enqueueFrame(c, .text, $0, placeControl: false) }
+        envelope.end(timestampMilliseconds: worker.clock.wall)
+        envelope.bytes.withUnsafeBytes { worker.output.enqueueFrame(c, .text, $0, placeInStream: false) }
         stats.messagesSent.bump()
     }
 
     private func sendConfirmation(_ c: UnsafeMutablePointer<Connection>, resumed: (recovered: Bool, replayed: Int)?, seq: UInt64) {
-        let subscription = currentSubscription(c)
+        let subscription = path.currentSubscription(c)
         var w = EnvelopeWriter(capacity: 256)
         w.appendRaw("{\"channels\":[")
         for (i, channel) in subscription.channels.enumerated() {
@@ -375,7 +398,7 @@ extension Worker {
     /// The spec's "Invalid message format" warning, rate-limited per reactor so a client
     /// cannot flood the log.
     private func logInvalid(_ c: UnsafeMutablePointer<Connection>, _ payload: UnsafeRawBufferPointer, reason: String) {
-        let second = nowMonotonic / 1000
+        let second = worker.clock.monotonic / 1000
         if second != invalidLogSecond {
             if invalidLogSuppressed > 0 {
                 logger.warning("suppressed \(invalidLogSuppressed) invalid-message warnings")

@@ -53,72 +53,92 @@ struct HTTPRequest {
     var methodString: String { String(decoding: buffer.slice(head.methodRange), as: UTF8.self) }
 }
 
-extension Worker {
-    /// Parses and answers requests from `buffer[from...]` until one is incomplete, the
-    /// connection upgrades, or a reply must come from off the reactor. Returns the position
-    /// reached; what follows it is kept for the next read.
-    func processHTTP(_ c: UnsafeMutablePointer<Connection>, _ buffer: UnsafeMutableRawBufferPointer, from start: Int) -> Int {
+/// HTTP/1.1 on a reactor: parses request heads (pipelined ones too), routes them, answers
+/// on the reactor or hands the request to the edge actors, and performs the WebSocket
+/// upgrade. Every answer tells the connection's lifecycle, which decides whether another
+/// request may follow (keep-alive) or the connection closes after this one.
+final class HTTPEndpoint {
+    private unowned(unsafe) let worker: Worker
+    private let pool: BufferPool
+    private let stats: WorkerStats
+    private let config: ServerConfiguration
+    /// Publish requests parsed from the current read, not yet handed to the publisher.
+    private var publishBatch: [(body: [UInt8], cors: String?)] = []
+    /// Most pipelined publishes handed to the publisher in one trip.
+    static let maxPublishBatch = 1024
+
+    init(worker: Worker) {
+        self.worker = worker
+        pool = worker.pool
+        stats = worker.stats
+        config = worker.config
+    }
+
+    /// Parses and answers requests from `buffer[from...]` while the lifecycle accepts them:
+    /// until one is incomplete, the connection upgrades, a reply must come from the edge,
+    /// or a response said `Connection: close`. Returns the position reached.
+    func process(_ c: UnsafeMutablePointer<Connection>, _ buffer: UnsafeMutableRawBufferPointer, from start: Int) -> Int {
         var position = start
-        while position < buffer.count && c.pointee.phase == .http {
+        while position < buffer.count && c.pointee.lifecycle.acceptsRequests {
             let rest = UnsafeRawBufferPointer(rebasing: buffer[position...])
             // A previous read may have searched part of this head already.
             let searchFrom = position == 0 ? max(0, Int(c.pointee.headScanned) - 3) : 0
             switch HTTPHeadParser.parse(rest, limits: config.httpLimits, searchFrom: searchFrom) {
             case .incomplete:
                 c.pointee.headScanned = UInt32(rest.count)
-                return position
+                break
             case .failure(let error):
+                // Publishes parsed before it are answered first; this is parsed again after.
+                if !publishBatch.isEmpty { dispatchPublishBatch(c); return position }
                 stats.httpRequests.bump()
                 respondError(c, error.status, error.message, request: nil, close: true)
                 return buffer.count
             case .complete(let head):
                 c.pointee.headScanned = 0
-                if head.chunked {
+                if head.chunked || (head.contentLength ?? 0) > config.maxRequestBodyBytes {
+                    if !publishBatch.isEmpty { dispatchPublishBatch(c); return position }
                     stats.httpRequests.bump()
-                    respondError(c, .lengthRequired, "chunked request bodies are not supported; send Content-Length", request: nil, close: true)
+                    if head.chunked {
+                        respondError(c, .lengthRequired, "chunked request bodies are not supported; send Content-Length", request: nil, close: true)
+                    } else {
+                        respondError(c, .contentTooLarge, "request body of \(head.contentLength!) bytes is over the \(config.maxRequestBodyBytes)-byte limit",
+                                     request: nil, close: true)
+                    }
                     return buffer.count
                 }
                 let bodyLength = head.contentLength ?? 0
-                if bodyLength > config.maxRequestBodyBytes {
-                    stats.httpRequests.bump()
-                    respondError(c, .contentTooLarge, "request body of \(bodyLength) bytes is over the \(config.maxRequestBodyBytes)-byte limit", request: nil, close: true)
-                    return buffer.count
-                }
                 let total = head.headLength + bodyLength
                 if rest.count < total {
                     // Wait for the body; size the next read for it.
                     c.pointee.bodyRemaining = total - rest.count
-                    if head.expectContinue && !c.pointee.flags.contains(.httpClose) && rest.count == head.headLength {
-                        enqueue(c, UnsafeRawBufferPointer(staticString: "HTTP/1.1 100 Continue\r\n\r\n"))
+                    if head.expectContinue && head.keepAlive && rest.count == head.headLength && !c.pointee.flags.contains(.continueSent) {
+                        c.pointee.flags.insert(.continueSent)
+                        worker.output.enqueue(c, UnsafeRawBufferPointer(staticString: "HTTP/1.1 100 Continue\r\n\r\n"))
                     }
-                    return position
+                    break
                 }
                 c.pointee.bodyRemaining = 0
-                let request = HTTPRequest(
-                    head: head, buffer: rest,
-                    body: UnsafeRawBufferPointer(rebasing: rest[head.headLength..<total])
-                )
-                // Pipelined publishes are batched into one trip to the publisher; anything
-                // else waits until that batch is answered, so responses stay in order.
+                c.pointee.flags.remove(.continueSent)
+                let request = HTTPRequest(head: head, buffer: rest, body: UnsafeRawBufferPointer(rebasing: rest[head.headLength..<total]))
+                // Pipelined publishes go to the publisher in one trip; any other request
+                // waits until that batch is answered, so responses stay in order.
                 let isPublish = head.method == .post && request.pathIs("/api/publish")
-                if !publishBatch.isEmpty && !isPublish {
+                if !publishBatch.isEmpty && (!isPublish || publishRefusal(c, request) != nil) {
                     dispatchPublishBatch(c)
                     return position
                 }
                 stats.httpRequests.bump()
-                if head.keepAlive { c.pointee.flags.remove(.httpClose) } else { c.pointee.flags.insert(.httpClose) }
                 position += total
                 route(c, request)
-                if !publishBatch.isEmpty && (c.pointee.flags.contains(.httpClose) || publishBatch.count >= 1024) {
-                    dispatchPublishBatch(c)
+                if !publishBatch.isEmpty && (!head.keepAlive || publishBatch.count >= Self.maxPublishBatch) {
+                    dispatchPublishBatch(c, keepAlive: head.keepAlive)
                     return position
                 }
-                if c.pointee.phase == .http {
-                    touchDeadline(&handshakeList, c.pointee.slot)
-                }
+                continue
             }
+            break
         }
-        if !publishBatch.isEmpty { dispatchPublishBatch(c) }
+        dispatchPublishBatch(c)
         return position
     }
 
@@ -127,8 +147,7 @@ extension Worker {
     private func route(_ c: UnsafeMutablePointer<Connection>, _ request: HTTPRequest) {
         let head = request.head
         if head.method == .options {
-            preflight(c, request)
-            return
+            return preflight(c, request)
         }
         if request.pathIs("/ws") {
             if head.method != .get { return methodNotAllowed(c, request, allow: "GET, OPTIONS") }
@@ -141,16 +160,10 @@ extension Worker {
             publish(c, request)
         } else if request.pathIs("/api/snapshot") {
             if head.method != .get && head.method != .head { return methodNotAllowed(c, request, allow: "GET, HEAD, OPTIONS") }
-            let publisher = context.publisher
-            replyLater(c, request) {
-                (.ok, await publisher.snapshotJSON(), [("Cache-Control", "no-store")])
-            }
+            handOff(c, request, .snapshot)
         } else if request.pathIs("/metrics") {
             if head.method != .get && head.method != .head { return methodNotAllowed(c, request, allow: "GET, HEAD") }
-            let metrics = context.metrics
-            replyLater(c, request, contentType: "text/plain; version=0.0.4; charset=utf-8") {
-                (.ok, await metrics.render(), [("Cache-Control", "no-store")])
-            }
+            handOff(c, request, .metrics)
         } else if request.pathIs("/health") {
             if head.method != .get && head.method != .head { return methodNotAllowed(c, request, allow: "GET, HEAD, OPTIONS") }
             respond(c, .ok, body: healthBody(), request: request)
@@ -182,97 +195,73 @@ extension Worker {
 
     private func healthBody() -> [UInt8] {
         var webSockets = 0
-        for worker in context.workers { webSockets += worker.stats.webSocketsOpen.load(ordering: .relaxed) }
-        let uptime = Double(nowMonotonic - context.startedAtMonotonic) / 1000
-        let status = shuttingDown ? "draining" : "ok"
-        return Array("{\"status\":\"\(status)\",\"uptime_s\":\(uptime),\"workers\":\(context.workers.count),\"connections\":\(webSockets),\"version\":\"\(TickwireVersion.string)\"}".utf8)
+        for worker in worker.context.workers { webSockets += worker.stats.webSocketsOpen.load(ordering: .relaxed) }
+        let uptime = Double(worker.clock.monotonic - worker.context.startedAtMonotonic) / 1000
+        let status = worker.shuttingDown ? "draining" : "ok"
+        return Array("{\"status\":\"\(status)\",\"uptime_s\":\(uptime),\"workers\":\(worker.context.workers.count),\"connections\":\(webSockets),\"version\":\"\(TickwireVersion.string)\"}".utf8)
     }
 
-    // MARK: - Ingestion
+    // MARK: - Ingestion and the edge
 
     /// `POST /api/publish` (PROTOCOL.md): authorised here on the reactor, validated and
     /// sequenced by the publisher actor, answered when it is done.
     private func publish(_ c: UnsafeMutablePointer<Connection>, _ request: HTTPRequest) {
-        let publisher = context.publisher
-        if let token = config.publishToken {
-            let given = request.string(request.head.authorization) ?? ""
-            if !constantTimeEquals(given, "Bearer " + token) {
-                Task(executorPreference: DedicatedExecutor.edge) { await publisher.recordRejection(reason: "unauthorized") }
-                return respondError(c, .unauthorized, "publishing needs 'Authorization: Bearer <token>' with the server's --publish-token",
-                                    request: request, headers: [("WWW-Authenticate", "Bearer realm=\"tickwire\"")])
-            }
-        } else if !c.pointee.peer.isLoopback {
-            Task(executorPreference: DedicatedExecutor.edge) { await publisher.recordRejection(reason: "forbidden") }
-            return respondError(c, .forbidden, "without --publish-token only loopback peers may publish; start the server with --publish-token",
-                                request: request)
-        }
-        if let type = request.string(request.head.contentType)?.lowercased(),
-           !type.hasPrefix("application/json"), !type.hasPrefix("text/json") {
-            Task(executorPreference: DedicatedExecutor.edge) { await publisher.recordRejection(reason: "unsupported_media_type") }
-            return respondError(c, .unsupportedMediaType, "Content-Type must be application/json (got \(type))", request: request)
+        if let refusal = publishRefusal(c, request) {
+            stats.countPublishRejection(refusal.reason)
+            return respondError(c, refusal.status, refusal.message, request: request, headers: refusal.headers)
         }
         publishBatch.append((Array(request.body), corsOrigin(request)))
     }
 
-    /// Sends the publishes collected from one read to the publisher in one call; their
-    /// frames reach the reactors together (one wake-up, one writev per subscriber).
-    func dispatchPublishBatch(_ c: UnsafeMutablePointer<Connection>) {
-        let batch = publishBatch
-        publishBatch.removeAll(keepingCapacity: true)
-        let publisher = context.publisher
-        let keepAlive = !c.pointee.flags.contains(.httpClose) && !shuttingDown
-        let slot = c.pointee.slot
-        let generation = c.pointee.generation
-        c.pointee.phase = .awaitingReply
-        handshakeList.remove(slot) { timeoutLinks($0) }
-        pauseReading(c)
-        let worker = self
-        Task(executorPreference: DedicatedExecutor.edge) {
-            let outcomes = await publisher.publish(bodies: batch.map(\.body))
-            let date = Timestamp.httpDate(secondsSinceEpoch: wallClockNanoseconds() / 1_000_000_000)
-            var response: [UInt8] = []
-            for (i, outcome) in outcomes.enumerated() {
-                let last = i == outcomes.count - 1
-                let (status, body): (HTTPStatus, [UInt8])
-                switch outcome {
-                case .accepted(let seqs):
-                    var json = "{\"accepted\":\(seqs.count),\"seqs\":["
-                    json += seqs.map(String.init).joined(separator: ",")
-                    json += "]}"
-                    (status, body) = (.accepted, Array(json.utf8))
-                case let .rejected(code, _, message):
-                    let s = HTTPStatus.of(code)
-                    (status, body) = (s, ResponseWriter.errorBody(s, message))
-                }
-                response += ResponseWriter.build(status, body: body, keepAlive: last ? keepAlive : true, headOnly: false, cors: batch[i].cors, date: date)
+    /// Why the reactor refuses a publish before the publisher sees it, if it does.
+    private func publishRefusal(_ c: UnsafeMutablePointer<Connection>, _ request: HTTPRequest)
+        -> (status: HTTPStatus, message: String, headers: [(String, String)], reason: PublishRejection)? {
+        if let token = config.publishToken {
+            let given = request.string(request.head.authorization) ?? ""
+            if !constantTimeEquals(given, "Bearer " + token) {
+                return (.unauthorized, "publishing needs 'Authorization: Bearer <token>' with the server's --publish-token",
+                        [("WWW-Authenticate", "Bearer realm=\"tickwire\"")], .unauthorized)
             }
-            worker.post(.httpReply(slot: slot, generation: generation, response: response, keepAlive: keepAlive))
+        } else if !c.pointee.peer.isLoopback {
+            return (.forbidden, "without --publish-token only loopback peers may publish; start the server with --publish-token",
+                    [], .forbidden)
         }
+        if let type = request.string(request.head.contentType)?.lowercased(),
+           !type.hasPrefix("application/json"), !type.hasPrefix("text/json") {
+            return (.unsupportedMediaType, "Content-Type must be application/json (got \(type))", [], .unsupportedMediaType)
+        }
+        return nil
     }
 
-    /// Hands a request to an actor; the connection reads nothing more until the reply
-    /// comes back through the reactor's queue (`WorkerCommand.httpReply`).
-    func replyLater(
-        _ c: UnsafeMutablePointer<Connection>, _ request: HTTPRequest, contentType: String = "application/json",
-        _ work: @escaping @Sendable () async -> (HTTPStatus, [UInt8], [(String, String)])
-    ) {
-        let slot = c.pointee.slot
-        let generation = c.pointee.generation
-        let keepAlive = request.head.keepAlive && !shuttingDown
-        let headOnly = request.head.method == .head
-        let cors = corsOrigin(request)
-        c.pointee.phase = .awaitingReply
-        handshakeList.remove(slot) { timeoutLinks($0) }
-        pauseReading(c)
-        let worker = self
-        Task(executorPreference: DedicatedExecutor.edge) {
-            let (status, body, headers) = await work()
-            let response = ResponseWriter.build(
-                status, contentType: contentType, body: body, headers: headers, keepAlive: keepAlive, headOnly: headOnly, cors: cors,
-                date: Timestamp.httpDate(secondsSinceEpoch: wallClockNanoseconds() / 1_000_000_000)
-            )
-            worker.post(.httpReply(slot: slot, generation: generation, response: response, keepAlive: keepAlive))
-        }
+    /// Hands the publishes collected from one read to the publisher in one trip; their
+    /// frames reach the reactors together (one wake-up, one write per subscriber).
+    private func dispatchPublishBatch(_ c: UnsafeMutablePointer<Connection>, keepAlive: Bool = true) {
+        guard !publishBatch.isEmpty else { return }
+        let batch = publishBatch
+        publishBatch.removeAll(keepingCapacity: true)
+        let reply = ReplyAddress(worker: worker, slot: c.pointee.slot, generation: c.pointee.generation,
+                                 keepAlive: keepAlive && !worker.shuttingDown)
+        worker.lifecycle.apply(c, c.pointee.lifecycle.handedOff())
+        EdgeRequests.send(.publish(worker.context, bodies: batch.map(\.body), cors: batch.map(\.cors), reply: reply))
+    }
+
+    /// Hands a request to the edge actors; the connection reads nothing more until the
+    /// reply comes back through the reactor's mailbox (`WorkerCommand.httpReply`).
+    private func handOff(_ c: UnsafeMutablePointer<Connection>, _ request: HTTPRequest, _ kind: EdgeRequest.Query) {
+        let reply = ReplyAddress(worker: worker, slot: c.pointee.slot, generation: c.pointee.generation,
+                                 keepAlive: request.head.keepAlive && !worker.shuttingDown)
+        let format = ResponseFormat(headOnly: request.head.method == .head, cors: corsOrigin(request))
+        worker.lifecycle.apply(c, c.pointee.lifecycle.handedOff())
+        EdgeRequests.send(.query(worker.context, kind, format, reply: reply))
+    }
+
+    /// A reply made at the edge arrives (`WorkerCommand.httpReply`).
+    func deliverReply(slot: UInt32, generation: UInt32, response: [UInt8], keepAlive: Bool) {
+        let c = worker.table.pointer(slot)
+        // The connection may have gone, and its slot been reused, while the reply was made.
+        guard c.pointee.generation == generation, c.pointee.lifecycle.state == .awaitingReply else { return }
+        c.pointee.output.append(response, pool: pool)
+        worker.lifecycle.apply(c, c.pointee.lifecycle.replyArrived(keepAlive: keepAlive && !worker.shuttingDown))
     }
 
     // MARK: - Responses
@@ -285,44 +274,30 @@ extension Worker {
         return allowed.contains(origin) ? origin : nil
     }
 
+    /// Answers on the reactor. `close`: this response ends the connection whatever the
+    /// request asked (errors that leave the input unparseable).
     func respond(
         _ c: UnsafeMutablePointer<Connection>, _ status: HTTPStatus, contentType: String = "application/json",
         body: [UInt8], request: HTTPRequest?, headers: [(String, String)] = [], close: Bool = false
     ) {
-        let keepAlive = !close && !c.pointee.flags.contains(.httpClose) && !shuttingDown
+        let keepAlive = !close && (request?.head.keepAlive ?? false) && !worker.shuttingDown
         ResponseWriter(pool: pool).write(
             status, contentType: contentType, body: body, headers: headers, keepAlive: keepAlive,
-            headOnly: request?.head.method == .head, cors: corsOrigin(request), date: httpDate,
+            headOnly: request?.head.method == .head, cors: corsOrigin(request), date: worker.clock.httpDate,
             into: &c.pointee.output
         )
-        if !keepAlive { c.pointee.flags.insert(.closeAfterFlush) }
-        afterEnqueue(c)
+        worker.output.afterEnqueue(c)
+        worker.lifecycle.apply(c, c.pointee.lifecycle.requestAnswered(keepAlive: keepAlive))
     }
 
     func respondError(
         _ c: UnsafeMutablePointer<Connection>, _ status: HTTPStatus, _ message: String,
         request: HTTPRequest?, headers: [(String, String)] = [], close: Bool = false
     ) {
-        if status.code >= 400 && status.code != 404 && status.code != 405 {
-            logger.debug("HTTP \(status.code): \(message)", metadata: ["conn": "\(c.pointee.id)", "peer": "\(c.pointee.peer.description)"])
+        if status.code >= 400 && status.code != 404 && status.code != 405 && worker.logger.logLevel <= .debug {
+            worker.logger.debug("HTTP \(status.code): \(message)", metadata: ["conn": "\(c.pointee.id)", "peer": "\(c.pointee.peer.description)"])
         }
         respond(c, status, body: ResponseWriter.errorBody(status, message), request: request, headers: headers, close: close)
-    }
-
-    /// A reply computed off the reactor arrives (`WorkerCommand.httpReply`).
-    func deliverReply(slot: UInt32, generation: UInt32, response: [UInt8], keepAlive: Bool) {
-        let c = table.pointer(slot)
-        // The connection may have gone, and its slot been reused, while the reply was made.
-        guard c.pointee.generation == generation, c.pointee.phase == .awaitingReply else { return }
-        c.pointee.output.append(response, pool: pool)
-        c.pointee.phase = .http
-        if !keepAlive || c.pointee.flags.contains(.httpClose) || shuttingDown {
-            c.pointee.flags.insert(.closeAfterFlush)
-        } else {
-            appendDeadline(&handshakeList, slot)
-        }
-        markDirty(c)
-        resumeReading(c)
     }
 
     // MARK: - Upgrade
@@ -339,15 +314,19 @@ extension Worker {
             if failure == .unsupportedVersion { headers.append(("Sec-WebSocket-Version", "13")) }
             return respondError(c, failure.status, failure.message, request: request, headers: headers, close: true)
         }
-        if shuttingDown {
+        if worker.shuttingDown {
             stats.upgradesRejected.bump()
             return respondError(c, .serviceUnavailable, "server is shutting down; reconnect to another node",
                                 request: request, headers: [("Retry-After", "1")], close: true)
         }
+        let context = worker.context
         if context.admitted.add(1, ordering: .relaxed).newValue > config.maxConnections {
             context.admitted.subtract(1, ordering: .relaxed)
             stats.upgradesRejected.bump()
-            logger.warning("connection limit reached; refusing upgrade", metadata: ["peer": "\(c.pointee.peer.description)", "limit": "\(config.maxConnections)"])
+            if worker.logger.logLevel <= .warning {
+                worker.logger.warning("connection limit reached; refusing upgrade",
+                                      metadata: ["peer": "\(c.pointee.peer.description)", "limit": "\(config.maxConnections)"])
+            }
             return respondError(c, .serviceUnavailable, "connection limit of \(config.maxConnections) reached; retry later",
                                 request: request, headers: [("Retry-After", "5")], close: true)
         }
@@ -363,18 +342,17 @@ extension Worker {
         (p + n).storeBytes(of: UInt32(0x0A0D_0A0D), as: UInt32.self)   // "\r\n\r\n"
         c.pointee.output.commit(n + 4)
 
-        c.pointee.phase = .webSocket
         c.pointee.endpoint = endpoint
         c.pointee.session = WebSocketSession(role: .server, maxMessageSize: UInt64(config.maxMessageSize))
-        handshakeList.remove(c.pointee.slot) { timeoutLinks($0) }
-        appendDeadline(&idleList, c.pointee.slot)
-        appendDeadline(&pingList, c.pointee.slot)
+        worker.lifecycle.apply(c, c.pointee.lifecycle.upgraded())
         stats.webSocketsOpen.bump(1)
         stats.webSocketsTotal.bump()
-        logger.info("WebSocket client connected from \(c.pointee.peer.host)",
-                    metadata: ["conn": "\(c.pointee.id)", "peer": "\(c.pointee.peer.description)", "path": "\(request.pathString)"])
-        webSocketOpened(c, request)
-        markDirty(c)
+        if worker.logger.logLevel <= .info {
+            worker.logger.info("WebSocket client connected from \(c.pointee.peer.host)",
+                               metadata: ["conn": "\(c.pointee.id)", "peer": "\(c.pointee.peer.description)", "path": "\(request.pathString)"])
+        }
+        if endpoint == .stream { worker.stream.opened(c, request) }
+        worker.output.markDirty(c)
     }
 }
 

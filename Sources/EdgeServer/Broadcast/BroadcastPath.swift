@@ -1,0 +1,293 @@
+import Logging
+import Reactor
+import TradingStream
+
+/// The broadcast path on a reactor (FR-WEBSOCKET-005, ARCHITECTURE.md "Per-core broadcast
+/// queue"): frames arrive through the per-core queue (`inbox`), are appended to the
+/// reactor's `log`, and mark their subscribers dirty through the subscription `index`;
+/// at the end of the pass `StreamFlusher` writes each of them once, sharing the frames'
+/// bytes. Subscribers whose sockets are full sit in `blocked`, which bounds what the log
+/// must retain for them; `SlowConsumers` takes over those that fall too far behind.
+final class BroadcastPath {
+    /// Most frames taken from the per-core queue in one pass, so a burst cannot starve
+    /// reads and timers; the rest wait for the next pass.
+    static let maxDrainPerPass = 4096
+    /// A lagging subscriber more than this many log entries behind moves to its own queue,
+    /// which bounds how long the log must keep frames for it.
+    static let maxLagEntries: UInt64 = 8192
+
+    private unowned(unsafe) let worker: Worker
+    private let table: ConnectionTable
+    private let stats: WorkerStats
+    private let config: ServerConfiguration
+
+    /// The per-core broadcast queue: filled by the ingestion actor, drained here.
+    let inbox = SPSCQueue<Unmanaged<BroadcastFrame>>()
+    let log = BroadcastLog()
+    let index = SubscriptionIndex()
+    /// Connections whose socket is full (EV_WRITE watched).
+    private(set) var blocked: [UInt32] = []
+    private var batchNumber: UInt32 = 0
+    private var keysScratch: [UInt64] = []
+    /// First log index drained in this pass (latency is measured after the flush).
+    private var passFirstFrame: UInt64?
+
+    init(worker: Worker) {
+        self.worker = worker
+        table = worker.table
+        stats = worker.stats
+        config = worker.config
+    }
+
+    // MARK: - Arrival
+
+    /// Moves frames from the per-core queue into the log and activates their subscribers.
+    func drain() {
+        let first = log.end
+        var n = 0
+        while n < Self.maxDrainPerPass, let frame = inbox.pop() {
+            log.append(frame)
+            n += 1
+        }
+        if n == 0 { return }
+        if n == Self.maxDrainPerPass { worker.wake() }
+        received(from: first)
+    }
+
+    /// Frames [first, log.end) are new: every subscriber that may want one is activated.
+    func received(from first: UInt64) {
+        if passFirstFrame == nil { passFirstFrame = first }
+        batchNumber &+= 1
+        // The index lists these frames can concern: one per channel, one per (channel, symbol).
+        keysScratch.removeAll(keepingCapacity: true)
+        var i = first
+        while i < log.end {
+            let e = log.entry(i)
+            let ck = SubscriptionIndex.channelKey(e.pointee.channel)
+            if !keysScratch.contains(ck) { keysScratch.append(ck) }
+            let sk = Self.symbolKey(e)
+            if !keysScratch.contains(sk) { keysScratch.append(sk) }
+            i += 1
+        }
+        index.forEachCandidate(keys: keysScratch) { slot in
+            activate(table.pointer(slot), first: first)
+        }
+        if worker.logger.logLevel <= .debug { logBroadcasts(from: first) }
+    }
+
+    @inline(__always)
+    private static func symbolKey(_ e: UnsafeMutablePointer<LogEntry>) -> UInt64 {
+        e.pointee.symbolHash != 0
+            ? SubscriptionIndex.symbolKey(e.pointee.channel, e.pointee.symbolHash)
+            : SubscriptionIndex.noSymbolKey(e.pointee.channel)
+    }
+
+    /// The spec's "Broadcasting {type} message to {count} clients" (DEBUG), per frame:
+    /// the count is the subscribers the index names on this reactor.
+    private func logBroadcasts(from first: UInt64) {
+        var i = first
+        while i < log.end {
+            let e = log.entry(i)
+            let channel = Channel(rawValue: e.pointee.channel)!
+            let count = index.everything.count
+                + (index.lists[SubscriptionIndex.channelKey(e.pointee.channel)]?.count ?? 0)
+                + (index.lists[Self.symbolKey(e)]?.count ?? 0)
+            worker.logger.debug("Broadcasting \(channel.typeName) message to \(count) clients", metadata: ["seq": "\(e.pointee.seq)"])
+            i += 1
+        }
+    }
+
+    /// A subscriber has new frames from `first` on.
+    @inline(__always)
+    private func activate(_ c: UnsafeMutablePointer<Connection>, first: UInt64) {
+        if c.pointee.lastBatch == batchNumber { return }
+        c.pointee.lastBatch = batchNumber
+        if !c.pointee.lifecycle.acceptsOutgoingFrames { return }
+        if let queue = slowQueue(c) {
+            worker.slowConsumers.append(c, queue, from: first)
+            return
+        }
+        if !c.pointee.flags.contains(.broadcastPending) {
+            c.pointee.flags.insert(.broadcastPending)
+            c.pointee.cursor = first
+            c.pointee.cursorOffset = 0
+        }
+        if c.pointee.flags.contains(.writeBlocked) {
+            // Its socket is full: nothing to write now, but its backlog may be over the bound.
+            let estimate = log.bytes(from: c.pointee.cursor) - UInt64(c.pointee.cursorOffset) + UInt64(c.pointee.output.count)
+            if estimate > UInt64(config.maxBacklogBytes) || log.end - c.pointee.cursor > Self.maxLagEntries {
+                worker.slowConsumers.enforceBacklog(c)
+            }
+        } else {
+            worker.output.markDirty(c)
+        }
+    }
+
+    /// Whether the log entry is for this subscriber.
+    @inline(__always)
+    func matches(_ c: UnsafeMutablePointer<Connection>, _ e: UnsafeMutablePointer<LogEntry>) -> Bool {
+        if c.pointee.channelMask & (1 << e.pointee.channel) == 0 { return false }
+        if e.pointee.seq <= c.pointee.minSeq { return false }
+        if c.pointee.flags.contains(.filtered) && e.pointee.symbolHash != 0 {
+            return Subscription.contains(extras(c)!.subscription.symbolHashes, e.pointee.symbolHash)
+        }
+        return true
+    }
+
+    /// Before a per-connection message is queued: if `output` is empty, its place in the
+    /// stream is "after everything pending now". Returns the seq to stamp on it.
+    func placeControl(_ c: UnsafeMutablePointer<Connection>) -> UInt64 {
+        if c.pointee.output.isEmpty {
+            if let queue = slowQueue(c) {
+                c.pointee.controlMark = queue.end
+            } else {
+                c.pointee.controlMark = log.end
+            }
+            c.pointee.controlSeq = max(log.headSeq, c.pointee.minSeq)
+        }
+        return c.pointee.controlSeq
+    }
+
+    // MARK: - Blocked subscribers
+
+    func addBlocked(_ c: UnsafeMutablePointer<Connection>) {
+        c.pointee.listIndex = UInt32(blocked.count)
+        blocked.append(c.pointee.slot)
+    }
+
+    func removeBlocked(_ c: UnsafeMutablePointer<Connection>) {
+        let i = Int(c.pointee.listIndex)
+        guard i < blocked.count, blocked[i] == c.pointee.slot else { return }
+        let last = blocked.removeLast()
+        if i < blocked.count {
+            blocked[i] = last
+            table.pointer(last).pointee.listIndex = UInt32(i)
+        }
+    }
+
+    // MARK: - Retention and metrics
+
+    /// End of pass: keep the history window plus what blocked subscribers still need,
+    /// and record how long this pass's frames took from publish to socket.
+    func afterFlush() {
+        if let first = passFirstFrame {
+            let now = monotonicNanoseconds()
+            var i = max(first, log.start)
+            while i < log.end {
+                stats.observeLatency(nanoseconds: now &- log.entry(i).pointee.acceptedAt)
+                i += 1
+            }
+            passFirstFrame = nil
+        }
+        let history = UInt64(config.historySize)
+        stats.historyMessages.store(min(log.count, config.historySize), ordering: .relaxed)
+        var backlog = 0
+        for slot in blocked {
+            let c = table.pointer(slot)
+            if let queue = slowQueue(c) {
+                backlog += queue.pendingBytes
+            } else if c.pointee.flags.contains(.broadcastPending) {
+                backlog += Int(log.bytes(from: c.pointee.cursor)) - Int(c.pointee.cursorOffset)
+            }
+            backlog += c.pointee.output.count
+        }
+        stats.backlogBytes.store(backlog, ordering: .relaxed)
+        guard UInt64(log.count) > history + 256 else { return }
+        var keepFrom = log.end - history
+        for slot in blocked {
+            let c = table.pointer(slot)
+            if c.pointee.flags.contains(.broadcastPending) && slowQueue(c) == nil {
+                keepFrom = min(keepFrom, c.pointee.cursor)
+            }
+        }
+        log.trim(below: keepFrom)
+    }
+
+    // MARK: - Per-connection state
+
+    @inline(__always)
+    func extras(_ c: UnsafeMutablePointer<Connection>) -> ConnectionExtras? {
+        guard let raw = c.pointee.extras else { return nil }
+        return Unmanaged<ConnectionExtras>.fromOpaque(raw).takeUnretainedValue()
+    }
+
+    func ensureExtras(_ c: UnsafeMutablePointer<Connection>) -> ConnectionExtras {
+        if let e = extras(c) { return e }
+        let e = ConnectionExtras()
+        c.pointee.extras = Unmanaged.passRetained(e).toOpaque()
+        return e
+    }
+
+    @inline(__always)
+    func slowQueue(_ c: UnsafeMutablePointer<Connection>) -> SlowConsumerQueue? {
+        guard c.pointee.extras != nil else { return nil }
+        return extras(c)?.slowQueue
+    }
+
+    func setSlowQueue(_ c: UnsafeMutablePointer<Connection>, _ queue: SlowConsumerQueue?) {
+        if queue == nil && c.pointee.extras == nil { return }
+        let e = ensureExtras(c)
+        e.slowQueue = queue
+        releaseExtrasIfEmpty(c)
+    }
+
+    private func releaseExtrasIfEmpty(_ c: UnsafeMutablePointer<Connection>) {
+        guard let raw = c.pointee.extras else { return }
+        let e = Unmanaged<ConnectionExtras>.fromOpaque(raw)
+        if e.takeUnretainedValue().isEmpty && !c.pointee.flags.contains(.filtered) {
+            e.release()
+            c.pointee.extras = nil
+        }
+    }
+
+    /// Drops all broadcast state (the socket closes).
+    func releaseState(_ c: UnsafeMutablePointer<Connection>) {
+        leaveIndex(c)
+        c.pointee.flags.remove([.broadcastPending, .filtered, .sentBroadcast])
+        if let raw = c.pointee.extras {
+            Unmanaged<ConnectionExtras>.fromOpaque(raw).release()
+            c.pointee.extras = nil
+        }
+        c.pointee.channelMask = 0
+    }
+
+    // MARK: - Subscription index
+
+    func joinIndex(_ c: UnsafeMutablePointer<Connection>, _ subscription: Subscription) {
+        leaveIndex(c)
+        c.pointee.channelMask = subscription.channelMask
+        if subscription.isEverything {
+            c.pointee.flags.remove(.filtered)
+            if let e = extras(c) { e.subscription = .everything }
+            releaseExtrasIfEmpty(c)
+            index.add(c.pointee.slot, subscription, position: &c.pointee.indexPosition, extras: nil)
+        } else {
+            let e = ensureExtras(c)
+            e.subscription = subscription
+            if subscription.symbolHashes.isEmpty { c.pointee.flags.remove(.filtered) } else { c.pointee.flags.insert(.filtered) }
+            if subscription.channelMask != 0 {
+                index.add(c.pointee.slot, subscription, position: &c.pointee.indexPosition, extras: e)
+            }
+        }
+        c.pointee.flags.insert(.indexed)
+    }
+
+    /// No broadcast reaches the connection after this (its Close, or a new subscription).
+    func leaveIndex(_ c: UnsafeMutablePointer<Connection>) {
+        guard c.pointee.flags.contains(.indexed) else { return }
+        c.pointee.flags.remove(.indexed)
+        index.remove(
+            c.pointee.slot, everythingPosition: c.pointee.indexPosition, extras: extras(c),
+            setPosition: { slot, position in table.pointer(slot).pointee.indexPosition = position },
+            extrasOf: { slot in extras(table.pointer(slot)) }
+        )
+    }
+
+    /// The subscription a connection has now.
+    func currentSubscription(_ c: UnsafeMutablePointer<Connection>) -> Subscription {
+        if let e = extras(c), c.pointee.channelMask != Channel.allMask || c.pointee.flags.contains(.filtered) {
+            return e.subscription
+        }
+        return c.pointee.channelMask == Channel.allMask ? .everything : Subscription(channelMask: c.pointee.channelMask, symbolHashes: [], symbols: [])
+    }
+}

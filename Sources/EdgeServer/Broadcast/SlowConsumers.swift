@@ -1,0 +1,118 @@
+import Logging
+import Reactor
+import TradingStream
+
+/// The slow-consumer policy (PROTOCOL.md "Slow consumers", STYLE.md rule 6): a subscriber
+/// whose unsent backlog passes --max-backlog (or that lags the log by more than
+/// `BroadcastPath.maxLagEntries`) moves off the shared log into a private queue where
+/// market data is conflated, newest wins. Trades, positions and signals are never dropped:
+/// when they alone exceed the bound the connection is closed with 1013, and the client
+/// resumes losslessly. Allocation here is per slow client, never on the fast path.
+final class SlowConsumers {
+    private unowned(unsafe) let worker: Worker
+    private unowned(unsafe) let path: BroadcastPath
+    private let stats: WorkerStats
+    private let maxBacklogBytes: Int
+
+    init(worker: Worker) {
+        self.worker = worker
+        path = worker.broadcast
+        stats = worker.stats
+        maxBacklogBytes = worker.config.maxBacklogBytes
+    }
+
+    /// A blocked subscriber's estimate passed the bound: count exactly, and move it to its
+    /// own conflating queue if it really is over.
+    func enforceBacklog(_ c: UnsafeMutablePointer<Connection>) {
+        let log = path.log
+        var exact = c.pointee.output.count
+        var index = c.pointee.cursor
+        var first = true
+        while index < log.end {
+            let e = log.entry(index)
+            if path.matches(c, e) { exact += Int(e.pointee.count) - (first ? Int(c.pointee.cursorOffset) : 0) }
+            first = false
+            index += 1
+        }
+        if exact <= maxBacklogBytes && log.end - c.pointee.cursor <= BroadcastPath.maxLagEntries { return }
+        let queue = moveToQueue(c)
+        if queue.pendingBytes > maxBacklogBytes {
+            disconnect(c, queue)
+        }
+    }
+
+    /// Copies a subscriber's pending frames (conflating as it goes) into a private queue.
+    @discardableResult
+    func moveToQueue(_ c: UnsafeMutablePointer<Connection>) -> SlowConsumerQueue {
+        let log = path.log
+        let queue = SlowConsumerQueue()
+        var newMark: UInt64?
+        let hasControl = !c.pointee.output.isEmpty
+        if c.pointee.flags.contains(.broadcastPending) {
+            var index = c.pointee.cursor
+            while index < log.end {
+                if hasControl && newMark == nil && index >= c.pointee.controlMark { newMark = queue.end }
+                let e = log.entry(index)
+                let partlyWritten = index == c.pointee.cursor && c.pointee.cursorOffset > 0
+                if path.matches(c, e) || partlyWritten {
+                    queue.append(e.pointee.frame, bytes: e.pointee.bytes, count: e.pointee.count, key: Self.conflationKey(e))
+                    if partlyWritten { queue.consume(Int(c.pointee.cursorOffset)) }
+                }
+                index += 1
+            }
+        }
+        c.pointee.controlMark = newMark ?? queue.end
+        stats.conflated.bump(queue.conflated)
+        queue.conflated = 0
+        c.pointee.flags.remove(.broadcastPending)
+        c.pointee.cursorOffset = 0
+        path.setSlowQueue(c, queue)
+        return queue
+    }
+
+    /// New frames [first, log.end) for a subscriber already in its own queue.
+    func append(_ c: UnsafeMutablePointer<Connection>, _ queue: SlowConsumerQueue, from first: UInt64) {
+        let log = path.log
+        var index = first
+        while index < log.end {
+            let e = log.entry(index)
+            if path.matches(c, e) {
+                queue.append(e.pointee.frame, bytes: e.pointee.bytes, count: e.pointee.count, key: Self.conflationKey(e))
+            }
+            index += 1
+        }
+        if queue.conflated > 0 {
+            stats.conflated.bump(queue.conflated)
+            queue.conflated = 0
+        }
+        if queue.pendingBytes > maxBacklogBytes + queue.allowance {
+            disconnect(c, queue)
+        } else if !c.pointee.flags.contains(.writeBlocked) {
+            worker.output.markDirty(c)
+        }
+    }
+
+    @inline(__always)
+    static func conflationKey(_ e: UnsafeMutablePointer<LogEntry>) -> UInt64 {
+        Channel(rawValue: e.pointee.channel)!.isConflatable ? e.pointee.conflationKey : 0
+    }
+
+    /// Events alone exceed the backlog: close 1013 so the client resumes losslessly,
+    /// rather than drop a trade or position update silently.
+    private func disconnect(_ c: UnsafeMutablePointer<Connection>, _ queue: SlowConsumerQueue) {
+        let backlog = queue.pendingBytes
+        queue.dropAllButPartialFront()
+        c.pointee.output.release(pool: worker.pool)
+        c.pointee.controlMark = queue.end
+        stats.slowConsumerDisconnects.bump()
+        stats.broadcastFailures.bump()
+        let logger = worker.logger
+        if logger.logLevel <= .warning {
+            logger.warning("Failed to broadcast message: slow consumer over its backlog, closing with 1013", metadata: [
+                "conn": "\(c.pointee.id)", "peer": "\(c.pointee.peer.description)",
+                "backlog_bytes": "\(backlog)", "limit_bytes": "\(maxBacklogBytes)",
+            ])
+        }
+        worker.lifecycle.close(c, .slowConsumer, reason: "slow consumer: backlog over \(maxBacklogBytes) bytes; reconnect and resume")
+    }
+}

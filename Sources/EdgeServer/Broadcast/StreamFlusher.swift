@@ -1,0 +1,243 @@
+import Glibc
+import Reactor
+import TradingStream
+
+/// Writes a `/ws` subscriber: its pending broadcast frames, straight from the shared log
+/// (or its slow-consumer queue), with its own messages (`output`) at their place in the
+/// stream, in as few gathered writes as the socket accepts. No frame byte is copied: each
+/// iovec points into a frame every subscriber shares. After a partial write the cursor
+/// and offsets say exactly where to resume.
+final class StreamFlusher {
+    static let maxIovecs = 1024   // IOV_MAX on Linux
+
+    private unowned(unsafe) let worker: Worker
+    private unowned(unsafe) let path: BroadcastPath
+    private let pool: BufferPool
+    private let stats: WorkerStats
+    /// Per-reactor scratch: one iovec array for every connection.
+    private let iovecs: UnsafeMutablePointer<iovec>
+    /// Per iovec: the log index it writes, or UInt64.max for a connection's own bytes.
+    private let iovKinds: UnsafeMutablePointer<UInt64>
+
+    init(worker: Worker) {
+        self.worker = worker
+        path = worker.broadcast
+        pool = worker.pool
+        stats = worker.stats
+        iovecs = .allocate(capacity: Self.maxIovecs)
+        iovKinds = .allocate(capacity: Self.maxIovecs)
+    }
+
+    deinit {
+        iovecs.deallocate()
+        iovKinds.deallocate()
+    }
+
+    /// Writes what the subscriber has pending. Returns false if the connection was closed.
+    @discardableResult
+    func flush(_ c: UnsafeMutablePointer<Connection>) -> Bool {
+        if let queue = path.slowQueue(c) { return flushSlowQueue(c, queue) }
+        let log = path.log
+        let send = worker.output.send
+        let fd = c.pointee.fd
+        let sessionOpen = c.pointee.lifecycle.acceptsOutgoingFrames
+        while true {
+            let pending = c.pointee.flags.contains(.broadcastPending)
+            let hasControl = !c.pointee.output.isEmpty
+            // After our Close, nothing queued behind it may follow it.
+            let limit = (!sessionOpen && hasControl) ? min(c.pointee.controlMark, log.end) : (sessionOpen ? log.end : c.pointee.cursor)
+            var n = 0
+            var total = 0
+            var index = pending ? c.pointee.cursor : log.end
+            var offset = Int(c.pointee.cursorOffset)
+            var controlAdded = !hasControl
+            while n < Self.maxIovecs {
+                if !controlAdded && (!pending || index >= c.pointee.controlMark || index >= limit) {
+                    let out = c.pointee.output.readable
+                    iovecs[n] = iovec(iov_base: out.baseAddress, iov_len: out.count)
+                    iovKinds[n] = UInt64.max
+                    total += out.count
+                    n += 1
+                    controlAdded = true
+                    continue
+                }
+                if !pending || index >= limit { break }
+                let e = log.entry(index)
+                if path.matches(c, e) {
+                    let length = Int(e.pointee.count) - offset
+                    iovecs[n] = iovec(iov_base: e.pointee.bytes + offset, iov_len: length)
+                    iovKinds[n] = index
+                    total += length
+                    n += 1
+                }
+                offset = 0
+                index += 1
+            }
+            let scannedTo = index
+            if n == 0 {
+                finishScan(c, at: scannedTo)
+                break
+            }
+            let written = send(fd, iovecs, n)
+            if written < 0 {
+                let err = errno
+                if err == EINTR { continue }
+                if err == EAGAIN { worker.output.setWriteWatch(c, true); return true }
+                worker.lifecycle.writeFailed(c, errno: err)
+                return false
+            }
+            stats.bytesSent.bump(UInt64(written))
+            if written == total {
+                var sent: UInt64 = 0
+                for k in 0..<n where iovKinds[k] != UInt64.max { sent += 1 }
+                if sent > 0 {
+                    stats.messagesSent.bump(sent)
+                    c.pointee.flags.insert(.sentBroadcast)
+                }
+                if hasControl { c.pointee.output.release(pool: pool) }
+                c.pointee.cursorOffset = 0
+                finishScan(c, at: scannedTo)
+                if n == Self.maxIovecs { continue }   // more than one write's worth
+                break
+            }
+            // Partial write: find where it stopped.
+            var left = written
+            var sent: UInt64 = 0
+            for k in 0..<n {
+                let length = iovecs[k].iov_len
+                if iovKinds[k] == UInt64.max {
+                    let done = min(left, length)
+                    c.pointee.output.consume(done, pool: pool)
+                    left -= done
+                    if done < length {
+                        // Stopped inside our own bytes: frames before the mark are all out.
+                        c.pointee.cursor = max(c.pointee.cursor, min(c.pointee.controlMark, scannedTo))
+                        c.pointee.cursorOffset = 0
+                        break
+                    }
+                } else {
+                    if left >= length {
+                        left -= length
+                        sent += 1
+                        c.pointee.cursor = iovKinds[k] + 1
+                        c.pointee.cursorOffset = 0
+                    } else {
+                        let alreadyOut = (iovKinds[k] == c.pointee.cursor) ? Int(c.pointee.cursorOffset) : 0
+                        c.pointee.cursor = iovKinds[k]
+                        c.pointee.cursorOffset = UInt32(alreadyOut + left)
+                        if left > 0 { c.pointee.flags.insert(.sentBroadcast) }
+                        left = 0
+                        break
+                    }
+                }
+            }
+            if sent > 0 {
+                stats.messagesSent.bump(sent)
+                c.pointee.flags.insert(.sentBroadcast)
+            }
+            worker.output.setWriteWatch(c, true)
+            return true
+        }
+        worker.output.setWriteWatch(c, false)
+        return true
+    }
+
+    /// Everything up to `index` has been written or skipped.
+    @inline(__always)
+    private func finishScan(_ c: UnsafeMutablePointer<Connection>, at index: UInt64) {
+        c.pointee.cursor = index
+        c.pointee.cursorOffset = 0
+        if index >= path.log.end || !c.pointee.lifecycle.acceptsOutgoingFrames {
+            c.pointee.flags.remove(.broadcastPending)
+        }
+    }
+
+    /// The slow consumer's private queue, written like the log (own messages at their mark).
+    private func flushSlowQueue(_ c: UnsafeMutablePointer<Connection>, _ queue: SlowConsumerQueue) -> Bool {
+        let send = worker.output.send
+        let fd = c.pointee.fd
+        while true {
+            queue.skipDead()
+            let hasControl = !c.pointee.output.isEmpty
+            var n = 0
+            var total = 0
+            var index = queue.base
+            var offset = Int(queue.frontOffset)
+            var controlAdded = !hasControl
+            while n < Self.maxIovecs {
+                if !controlAdded && index >= c.pointee.controlMark {
+                    let out = c.pointee.output.readable
+                    iovecs[n] = iovec(iov_base: out.baseAddress, iov_len: out.count)
+                    total += out.count
+                    n += 1
+                    controlAdded = true
+                    continue
+                }
+                if index >= queue.end { break }
+                let item = queue.item(index)
+                if item.alive {
+                    let length = Int(item.count) - offset
+                    iovecs[n] = iovec(iov_base: item.bytes + offset, iov_len: length)
+                    total += length
+                    n += 1
+                }
+                offset = 0
+                index += 1
+            }
+            if !controlAdded && n < Self.maxIovecs {
+                let out = c.pointee.output.readable
+                iovecs[n] = iovec(iov_base: out.baseAddress, iov_len: out.count)
+                total += out.count
+                n += 1
+            }
+            if n == 0 { break }
+            let written = send(fd, iovecs, n)
+            if written < 0 {
+                let err = errno
+                if err == EINTR { continue }
+                if err == EAGAIN { worker.output.setWriteWatch(c, true); return true }
+                worker.lifecycle.writeFailed(c, errno: err)
+                return false
+            }
+            stats.bytesSent.bump(UInt64(written))
+            // Split the written bytes between the queue (before the mark) and our own bytes.
+            var left = written
+            let beforeMark = hasControl ? queueBytes(queue, upTo: c.pointee.controlMark) : queue.pendingBytes
+            let fromQueue = min(left, beforeMark)
+            let framesBefore = queue.liveCount
+            queue.consume(fromQueue)
+            stats.messagesSent.bump(UInt64(framesBefore - queue.liveCount))
+            left -= fromQueue
+            if hasControl && left > 0 {
+                let done = min(left, c.pointee.output.count)
+                c.pointee.output.consume(done, pool: pool)
+                left -= done
+                if left > 0 { queue.consume(left) }
+            }
+            if written < total {
+                worker.output.setWriteWatch(c, true)
+                return true
+            }
+        }
+        if queue.isEmpty && c.pointee.output.isEmpty {
+            // Caught up: back to the shared log.
+            path.setSlowQueue(c, nil)
+            c.pointee.flags.remove(.broadcastPending)
+        }
+        worker.output.setWriteWatch(c, false)
+        return true
+    }
+
+    private func queueBytes(_ queue: SlowConsumerQueue, upTo mark: UInt64) -> Int {
+        var bytes = 0
+        var index = queue.base
+        var first = true
+        while index < min(mark, queue.end) {
+            let item = queue.item(index)
+            if item.alive { bytes += Int(item.count) - (first ? Int(queue.frontOffset) : 0) }
+            first = false
+            index += 1
+        }
+        return bytes
+    }
+}
