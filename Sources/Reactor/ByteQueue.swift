@@ -97,86 +97,102 @@ public struct ByteQueue {
     }
 }
 
-/// Per-reactor free list of standard-size blocks, so steady traffic (echo replies, HTTP
-/// responses, partial frames) allocates nothing. Larger blocks are freed on return;
-/// the list keeps at most `maxFree` blocks so an idle server gives memory back.
+/// Per-reactor free lists of blocks in two sizes, so steady traffic (echo replies, HTTP
+/// responses, partial frames) allocates nothing. Small blocks (512 bytes) hold what most
+/// connections queue for themselves (a 101 and a greeting, a pong, an error): a storm of
+/// new connections, or of closing ones, then costs a small block each while it lasts, not
+/// a page. A queue that outgrows its block moves to a standard one (4 KiB), then to an
+/// exact-size block; exact sizes are freed on return. Each list keeps at most `maxFree`
+/// blocks, and `trim` gives the rest back when the server is idle.
 public final class BufferPool {
     public let blockSize: Int
     public let maxFree: Int
+    /// The small size class; `blockSize` is the standard one.
+    public static let smallBlockSize = 512
     @usableFromInline var free: [UnsafeMutableRawPointer] = []
+    @usableFromInline var freeSmall: [UnsafeMutableRawPointer] = []
     /// Bytes currently handed out (metrics).
     public private(set) var bytesOutstanding = 0
 
     public init(blockSize: Int = 4096, maxFree: Int = 1024) {
+        precondition(blockSize > Self.smallBlockSize)
         self.blockSize = blockSize
         self.maxFree = maxFree
         free.reserveCapacity(maxFree)
+        freeSmall.reserveCapacity(maxFree)
     }
 
     deinit {
         for b in free { Glibc.free(b) }
+        for b in freeSmall { Glibc.free(b) }
     }
 
     @usableFromInline
     func take(minimumCapacity: Int) -> UnsafeMutableRawPointer {
         let block: UnsafeMutableRawPointer
-        let capacity: Int
-        if minimumCapacity + ByteQueue.headerSize <= blockSize {
-            capacity = blockSize - ByteQueue.headerSize
-            block = free.popLast() ?? malloc(blockSize)!
+        let size: Int
+        if minimumCapacity + ByteQueue.headerSize <= Self.smallBlockSize {
+            size = Self.smallBlockSize
+            block = freeSmall.popLast() ?? malloc(size)!
+        } else if minimumCapacity + ByteQueue.headerSize <= blockSize {
+            size = blockSize
+            block = free.popLast() ?? malloc(size)!
         } else {
-            capacity = Self.roundUp(minimumCapacity)
-            block = malloc(capacity + ByteQueue.headerSize)!
+            size = Self.roundUp(minimumCapacity) + ByteQueue.headerSize
+            block = malloc(size)!
         }
-        block.storeBytes(of: UInt32(capacity), as: UInt32.self)
+        block.storeBytes(of: UInt32(size - ByteQueue.headerSize), as: UInt32.self)
         block.storeBytes(of: UInt32(0), toByteOffset: 4, as: UInt32.self)
         block.storeBytes(of: UInt32(0), toByteOffset: 8, as: UInt32.self)
-        bytesOutstanding += capacity + ByteQueue.headerSize
+        bytesOutstanding += size
         return block
     }
 
     @usableFromInline
     func grow(_ block: UnsafeMutableRawPointer, minimumCapacity: Int) -> UnsafeMutableRawPointer {
         let old = Int(block.load(as: UInt32.self))
+        let oldSize = old + ByteQueue.headerSize
+        if oldSize == Self.smallBlockSize || oldSize == blockSize {
+            // Pooled sizes are never realloc'd, so the lists only ever hold their own size.
+            let grown = take(minimumCapacity: max(minimumCapacity, old * 2))
+            let used = Int(block.load(fromByteOffset: 8, as: UInt32.self))
+            grown.storeBytes(of: block.load(fromByteOffset: 4, as: UInt32.self), toByteOffset: 4, as: UInt32.self)
+            grown.storeBytes(of: UInt32(used), toByteOffset: 8, as: UInt32.self)
+            (grown + ByteQueue.headerSize).copyMemory(from: block + ByteQueue.headerSize, byteCount: used)
+            give(block)
+            return grown
+        }
         let capacity = Self.roundUp(max(minimumCapacity, old * 2))
         precondition(capacity <= Int(UInt32.max) - ByteQueue.headerSize, "buffer over 4 GiB")
-        let grown: UnsafeMutableRawPointer
-        if old + ByteQueue.headerSize == blockSize {
-            // Standard blocks are not realloc'd, so the pool only ever holds standard sizes.
-            grown = malloc(capacity + ByteQueue.headerSize)!
-            grown.copyMemory(from: block, byteCount: old + ByteQueue.headerSize)
-            giveStandard(block)
-            bytesOutstanding += capacity + ByteQueue.headerSize
-        } else {
-            grown = realloc(block, capacity + ByteQueue.headerSize)!
-            bytesOutstanding += capacity - old
-        }
+        let grown = realloc(block, capacity + ByteQueue.headerSize)!
+        bytesOutstanding += capacity - old
         grown.storeBytes(of: UInt32(capacity), as: UInt32.self)
         return grown
     }
 
     @usableFromInline
     func give(_ block: UnsafeMutableRawPointer) {
-        let capacity = Int(block.load(as: UInt32.self))
-        if capacity + ByteQueue.headerSize == blockSize {
-            giveStandard(block)
+        let size = Int(block.load(as: UInt32.self)) + ByteQueue.headerSize
+        bytesOutstanding -= size
+        if size == Self.smallBlockSize {
+            if freeSmall.count < maxFree { freeSmall.append(block) } else { Glibc.free(block) }
+        } else if size == blockSize {
+            if free.count < maxFree { free.append(block) } else { Glibc.free(block) }
         } else {
-            bytesOutstanding -= capacity + ByteQueue.headerSize
             Glibc.free(block)
         }
     }
 
-    private func giveStandard(_ block: UnsafeMutableRawPointer) {
-        bytesOutstanding -= blockSize
-        if free.count < maxFree { free.append(block) } else { Glibc.free(block) }
-    }
+    /// Spare blocks held for reuse (both sizes).
+    public var cachedBlocks: Int { free.count + freeSmall.count }
 
-    /// Spare blocks held for reuse.
-    public var cachedBlocks: Int { free.count }
+    /// Bytes held in spare blocks.
+    public var cachedBytes: Int { free.count * blockSize + freeSmall.count * Self.smallBlockSize }
 
-    /// Trims the free list (called when the server is idle).
+    /// Trims each free list to `keep` blocks (called when the server is idle).
     public func trim(keep: Int) {
         while free.count > keep { Glibc.free(free.removeLast()) }
+        while freeSmall.count > keep { Glibc.free(freeSmall.removeLast()) }
     }
 
     @usableFromInline

@@ -72,10 +72,15 @@ struct Connections: ParsableCommand {
     @Option var count = 10_000
     @Option(help: "Seconds to hold after all are open.") var hold = 3.0
     @Option var path = "/ws"
+    @Option(help: "After the hold, end every connection at once and sample the server's RSS each millisecond for this many seconds (0: skip).")
+    var disconnectWatch = 2.0
+    @Option(help: "How they end: tcp (clients close their sockets: a load balancer failing over), close-frame (clients send Close 1001 and wait for the answer: browsers leaving), server (SIGTERM to the server: a deploy).")
+    var disconnect = DisconnectMode.tcp
 
     func run() throws {
         let engine = try common.engine()
-        try common.emit(ConnectionsBenchmark(engine: engine, count: count, holdSeconds: hold, serverPid: common.serverPid, path: path).run())
+        try common.emit(ConnectionsBenchmark(engine: engine, count: count, holdSeconds: hold, serverPid: common.serverPid, path: path,
+                                                    disconnectWatchSeconds: disconnectWatch, disconnectMode: disconnect).run())
     }
 }
 

@@ -137,3 +137,34 @@ actor EdgeCounter {
         #expect(!EdgeLoop.edge.isOnLoopThread)
     }
 }
+
+@Suite struct BufferPoolSizeTests {
+    @Test func smallQueuesTakeSmallBlocksAndGrowThroughEverySizeKeepingTheirBytes() {
+        let pool = BufferPool(blockSize: 4096, maxFree: 4)
+        var q = ByteQueue()
+        q.append(Array(repeating: 7, count: 300), pool: pool)
+        #expect(pool.bytesOutstanding == BufferPool.smallBlockSize, "a greeting-sized queue holds a small block")
+        q.consume(100, pool: pool)
+        // Small -> standard -> exact size, with the unread bytes carried along in order.
+        var expected = [UInt8](repeating: 7, count: 200)
+        for (size, byte) in [(400, UInt8(8)), (3000, 9), (20_000, 10)] {
+            q.append([UInt8](repeating: byte, count: size), pool: pool)
+            expected += [UInt8](repeating: byte, count: size)
+            #expect(Array(q.readable) == expected)
+        }
+        #expect(pool.bytesOutstanding > 20_000)
+        q.release(pool: pool)
+        #expect(pool.bytesOutstanding == 0)
+        // Both pooled sizes came back to their own lists; the exact-size block was freed.
+        #expect(pool.cachedBlocks == 2 && pool.cachedBytes == 4096 + BufferPool.smallBlockSize)
+        var r = ByteQueue()
+        r.append([1], pool: pool)
+        var s = ByteQueue()
+        s.append([UInt8](repeating: 2, count: 1000), pool: pool)
+        #expect(pool.cachedBlocks == 0, "each size is reused from its own list")
+        r.release(pool: pool)
+        s.release(pool: pool)
+        pool.trim(keep: 0)
+        #expect(pool.cachedBlocks == 0 && pool.cachedBytes == 0)
+    }
+}

@@ -77,10 +77,26 @@ final class OutputFlusher {
         afterEnqueue(c)
     }
 
-    /// Our Close: its code and a reason (§5.5.1), truncated to fit a control frame.
+    /// Our Close: its code and a reason (§5.5.1), truncated to fit a control frame. When
+    /// nothing is queued ahead of it, it is written at once from the stack: a mass
+    /// disconnect (a deploy's 1001 to everyone, thousands of browsers leaving) then costs
+    /// no buffer per connection. Only what the socket does not take is queued.
     func enqueueClose(_ c: UnsafeMutablePointer<Connection>, _ code: CloseCode, reason: String) {
-        let payload = FrameEncoder.closePayload(code: code, reason: reason)
-        payload.withUnsafeBytes { enqueueFrame(c, .close, $0) }
+        withUnsafeTemporaryAllocation(byteCount: FrameEncoder.maxCloseFrameSize, alignment: 8) { frame in
+            let length = FrameEncoder.writeCloseFrame(into: frame.baseAddress!, code: code, reason: reason)
+            var written = 0
+            if c.pointee.output.isEmpty && !hasPendingOutput(c) && !c.pointee.flags.contains(.writeBlocked) {
+                single.pointee = iovec(iov_base: frame.baseAddress, iov_len: length)
+                written = max(0, send(c.pointee.fd, single, 1))
+                stats.bytesSent.bump(UInt64(written))
+            }
+            if written < length {
+                if c.pointee.endpoint == .stream { _ = worker.broadcast.placeControl(c) }
+                c.pointee.output.append(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(frame)[written..<length]), pool: pool)
+            }
+            // The end-of-pass flush reports the drained output to the lifecycle.
+            afterEnqueue(c)
+        }
     }
 
     /// Output for the peer, queued or pending from the broadcast path.

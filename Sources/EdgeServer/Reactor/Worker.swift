@@ -40,8 +40,8 @@ final class Worker: @unchecked Sendable {
     let config: ServerConfiguration
     let loop: EventLoop
     let table = ConnectionTable()
-    /// At most 256 spare 4 KiB blocks (1 MiB) stay cached per reactor; housekeeping
-    /// shrinks the cache when traffic calms down, so idle memory goes back to the system.
+    /// At most 256 spare blocks of each size (1.1 MiB) stay cached per reactor;
+    /// housekeeping shrinks the cache when traffic calms down, so idle memory goes back.
     let pool = BufferPool(blockSize: 4096, maxFree: 256)
     let stats = WorkerStats()
     let clock = ReactorClock()
@@ -178,9 +178,9 @@ final class Worker: @unchecked Sendable {
     /// Halves the spare-buffer cache each second down to 32 blocks, and returns freed heap
     /// to the system after a large release (malloc keeps it otherwise).
     private func housekeeping() {
-        let before = pool.cachedBlocks
-        pool.trim(keep: max(32, before / 2))
-        if (before - pool.cachedBlocks) * pool.blockSize >= 256 << 10 {
+        let before = pool.cachedBytes
+        pool.trim(keep: max(32, pool.cachedBlocks / 4))
+        if before - pool.cachedBytes >= 256 << 10 {
             _ = tw_malloc_trim()
         }
     }

@@ -71,4 +71,27 @@ public enum FrameEncoder {
         bytes += utf8
         return bytes
     }
+
+    /// The largest unmasked Close frame: a 2-byte header and a 125-byte payload.
+    public static let maxCloseFrameSize = 127
+
+    /// Writes a whole unmasked Close frame (header, code, reason cut as in `closePayload`)
+    /// into `out`, which has room for `maxCloseFrameSize` bytes; returns its length. No heap
+    /// for a literal reason: a mass disconnect writes thousands of these in one pass.
+    public static func writeCloseFrame(into out: UnsafeMutableRawPointer, code: CloseCode, reason: String) -> Int {
+        var text = reason
+        return text.withUTF8 { utf8 in
+            var length = utf8.count
+            if length > 123 {
+                length = 123
+                while length > 0 && utf8[length] & 0xC0 == 0x80 { length -= 1 }
+            }
+            out.storeBytes(of: 0x88, as: UInt8.self)                       // FIN, opcode 8
+            out.storeBytes(of: UInt8(2 + length), toByteOffset: 1, as: UInt8.self)
+            out.storeBytes(of: UInt8(code.rawValue >> 8), toByteOffset: 2, as: UInt8.self)
+            out.storeBytes(of: UInt8(code.rawValue & 0xFF), toByteOffset: 3, as: UInt8.self)
+            if length > 0 { (out + 4).copyMemory(from: utf8.baseAddress!, byteCount: length) }
+            return 4 + length
+        }
+    }
 }
