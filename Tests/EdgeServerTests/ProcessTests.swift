@@ -119,6 +119,7 @@ func waitForPort(_ port: Int, seconds: Double = 10, sourceLocation: SourceLocati
         #expect(server.output.contains("SIGTERM received"))
         #expect(server.output.contains("WebSocket client connected from 127.0.0.1"))
         #expect(server.output.contains("WebSocket client disconnected, duration:"))
+        #expect(server.output.contains("shutdown complete"))
     }
 
     @Test func shutdownGraceBoundsUnresponsiveClients() throws {
@@ -223,5 +224,38 @@ func waitForPort(_ port: Int, seconds: Double = 10, sourceLocation: SourceLocati
         #expect(find("Invalid message format: {not json", "warning")?["peer"] != nil)
         #expect(find("WebSocket connection error: client frames must be masked", "error")?["conn"] != nil)
         #expect(!events.isEmpty && events.allSatisfy { ($0["ts"] as? String)?.hasSuffix("Z") == true })
+        // The last line, queued just before exit, was flushed.
+        #expect(find("shutdown complete", "info") != nil)
+    }
+
+    /// stderr is a pipe nobody reads (a stuck journald): the reactor that logs must go on
+    /// serving; lines past the log's bound are dropped, counted, and reported once the
+    /// output drains.
+    @Test func aStderrNobodyReadsStallsNoReactor() throws {
+        let port = try freePort()
+        let server = try ServerProcess(["--host", "127.0.0.1", "--port", "\(port)", "--workers", "1", "--no-simulator",
+                                        "--log-level", "debug"], readOutput: false)
+        defer { server.kill() }
+        try waitForPort(port)
+        // Each broadcast frame is a DEBUG line (~80 bytes) logged on the one reactor:
+        // 10,000 of them fill the pipe (64 KiB) and the log's queue (4096 lines) twice over.
+        for round in 0..<10 {
+            let batch = "[" + (0..<1000).map { trade("BTCUSDT", round * 1000 + $0) }.joined(separator: ",") + "]"
+            _ = try acceptedSeqs(publish(port, batch))
+        }
+        // The reactor still answers (a blocking log write would hold it, and this times out).
+        let s = try TestSocket(port: port)
+        try s.send("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        let metrics = try s.readHTTPResponse()
+        #expect(metrics.status == 200)
+        let dropped = metrics.text.split(separator: "\n").first { $0.hasPrefix("tickwire_log_lines_dropped_total ") }
+        #expect(dropped.flatMap { Double($0.split(separator: " ")[1]) }.map { $0 > 0 } == true, "\(dropped ?? "no metric")")
+        // Someone reads again: the drop notice arrives, and the shutdown lines are not lost.
+        server.startReading()
+        try server.waitForOutput("log lines dropped: log output too slow", timeout: 20)
+        kill(server.process.processIdentifier, SIGTERM)
+        #expect(try server.waitForExit(10) == 0)
+        #expect(server.output.contains("SIGTERM received"))
+        #expect(server.output.contains("shutdown complete"))
     }
 }
