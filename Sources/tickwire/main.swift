@@ -129,7 +129,9 @@ struct Tickwire: ParsableCommand {
     func run() throws {
         let level = Logger.Level(rawValue: logLevel)!
         let format = LogFormat(rawValue: logFormat)!
-        LoggingSystem.bootstrap { label in LogLineHandler(label: label, level: level, format: format) }
+        let output = LogOutput(fd: 2, format: format)
+        SignalLoop.logOutput = output
+        LoggingSystem.bootstrap { label in LogLineHandler(label: label, level: level, output: output) }
         let logger = Logger(label: "tickwire")
         let server = Server(config: makeConfiguration(), logger: logger)
         do {
@@ -148,6 +150,15 @@ enum SignalLoop {
     nonisolated(unsafe) static var logger: Logger?
     nonisolated(unsafe) static var deadline: UInt64 = 0
     nonisolated(unsafe) static var signals = 0
+    /// Written from its own thread: flushed before every exit so the last lines are kept.
+    nonisolated(unsafe) static var logOutput: LogOutput?
+
+    /// Exits once the queued log lines are out (at most a second: a stuck stderr must not
+    /// hold up the exit).
+    static func exit(_ code: Int32) -> Never {
+        logOutput?.flush(timeoutMilliseconds: 1000)
+        Glibc.exit(code)
+    }
 
     static func run(server: Server, logger: Logger) {
         self.server = server
@@ -185,7 +196,7 @@ private func onSignal(_ loop: OpaquePointer?, _ watcher: UnsafeMutablePointer<ev
     let name = watcher!.pointee.signum == SIGINT ? "SIGINT" : "SIGTERM"
     if SignalLoop.signals > 1 {
         SignalLoop.logger?.warning("second \(name): exiting now")
-        exit(0)
+        SignalLoop.exit(0)
     }
     let grace = SignalLoop.server!.config.shutdownGraceMilliseconds
     SignalLoop.logger?.info("\(name) received: closing connections (grace \(grace) ms)")
@@ -197,11 +208,11 @@ private func onShutdownPoll(_ loop: OpaquePointer?, _ watcher: UnsafeMutablePoin
     guard SignalLoop.signals > 0, let server = SignalLoop.server else { return }
     if server.isStopped {
         SignalLoop.logger?.info("shutdown complete")
-        exit(0)
+        SignalLoop.exit(0)
     }
     if SignalLoop.monotonicNow() >= SignalLoop.deadline {
         SignalLoop.logger?.warning("shutdown grace elapsed with \(server.webSocketCount) connections still open; exiting")
-        exit(0)
+        SignalLoop.exit(0)
     }
 }
 
@@ -210,6 +221,8 @@ enum ReactorCount {
 }
 
 func fail(_ message: String, code: Int32) -> Never {
+    // After the lines already queued, so the error comes last, as it happened.
+    SignalLoop.logOutput?.flush(timeoutMilliseconds: 1000)
     var line = "tickwire: error: \(message)\n"
     line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
     exit(code)

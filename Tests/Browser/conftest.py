@@ -19,6 +19,8 @@ import urllib.request
 
 import pytest
 
+from waiting import wait_for
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
@@ -82,14 +84,11 @@ class Server:
             return False
 
     def wait_healthy(self, timeout=20):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def up():
             if self.proc and self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}; log: {self.log_path}")
-            if self.healthy():
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"server not healthy after {timeout}s at {self.url}")
+                pytest.fail(f"server exited with {self.proc.returncode}; log: {self.log_path}")
+            return self.healthy()
+        wait_for(up, timeout, f"{self.url}/health to answer 200")
 
     def _pid(self):
         if self.proc and self.proc.poll() is None:
@@ -111,24 +110,27 @@ class Server:
         pid = self._pid()
         if pid is None:
             raise RuntimeError("no server pid: pass --server-pidfile")
+        def gone():
+            if self.proc and self.proc.pid == pid:
+                self.proc.poll()  # reaps our own child, so that it stops counting as alive
+            return not _alive(pid)
+
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
-            if self.proc and self.proc.pid == pid:
-                self.proc.poll()
-            time.sleep(0.05)
-        if _alive(pid):
+        while not gone() and time.monotonic() < deadline:
+            time.sleep(0.05)  # poll interval
+        if not gone():
             os.kill(pid, signal.SIGKILL)
-            time.sleep(0.2)
+            wait_for(gone, 5, f"pid {pid} to die after SIGKILL", interval=0.05)
         if self.proc and self.proc.pid == pid:
             self.proc.wait(timeout=5)
+
         # The port must be free for the restart.
-        while time.monotonic() < deadline:
+        def port_closed():
             with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) != 0:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError(f"port {self.port} still accepts connections after stopping pid {pid}")
+                return s.connect_ex(("127.0.0.1", self.port)) != 0
+        wait_for(port_closed, max(1.0, deadline - time.monotonic()), f"port {self.port} to close after stopping pid {pid}",
+                 interval=0.05)
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from waiting import wait_for
+
 SYMBOLS = {"BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT"}
 TRADE_WAIT_S = 25  # the simulator trades every few seconds
 
@@ -36,17 +38,6 @@ RECORDER = r"""
   });
 })();
 """
-
-
-def wait_for(predicate, timeout, what, interval=0.1):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def dot_state(page):
@@ -91,13 +82,13 @@ def assert_matches_server(page, server):
     snap = server.get_json("/api/snapshot")
     wait_for(lambda: page.execute_script("return tickwire.epoch === arguments[0] && tickwire.seq >= arguments[1]",
                                          snap["epoch"], snap["seq"]), 10, f"client to reach seq {snap['seq']}")
-    for _ in range(20):
-        view = client_view(page)
-        if [str(t["seq"] if t["seq"] is not None else "") for t in view["trades"]] == [r["seq"] for r in view["rows"]]:
-            break
-        time.sleep(0.05)
-    else:
-        pytest.fail(f"table rows {view['rows']} do not match the store {view['trades']}")
+    last = {}
+
+    def rows_match_store():
+        last["view"] = v = client_view(page)
+        return [str(t["seq"] if t["seq"] is not None else "") for t in v["trades"]] == [r["seq"] for r in v["rows"]] and v
+    view = wait_for(rows_match_store, 2, lambda: f"the table rows {last['view']['rows']} to match the store {last['view']['trades']}",
+                    interval=0.05)
     assert all(r["epoch"] == snap["epoch"] for r in view["rows"]), "a trade of an old epoch is still shown"
     keys = [trade_key(t) for t in view["trades"]]
     assert len(keys) == len(set(keys)), f"a trade is shown twice: {view['trades']}"
@@ -200,9 +191,16 @@ def test_server_restart(page, server):
     for t in checked:
         assert seen_keys.count(trade_key(t)) == 1, f"trade {t} seen {seen_keys.count(trade_key(t))} times"
 
+    states0 = page.execute_script("return __tw.states.length")
     server.stop()
     wait_for(lambda: dot_state(page) in ("reconnecting", "connecting"), 5, "the yellow dot")
-    time.sleep(1.5)  # let a reconnection attempt or two fail
+
+    def failed_attempts():
+        """Reconnection attempts made since the stop that failed (connecting -> reconnecting)."""
+        s = [x["state"] for x in page.execute_script("return __tw.states.slice(arguments[0])", states0)]
+        return sum(1 for a, b in zip(s, s[1:]) if a == "connecting" and b == "reconnecting")
+    # Backoff with full jitter: the first two attempts come within 1 s + 2 s.
+    wait_for(lambda: failed_attempts() >= 2, 15, "two reconnection attempts to fail", interval=0.2)
     assert dot_state(page) in ("reconnecting", "connecting")
     snapshots0 = page.execute_script("return __tw.snapshots.length")
     server.start()

@@ -8,6 +8,7 @@ import {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** Waits for `pred`, polling every 2 ms (the poll interval is the only sleep); fails after `ms`. */
 async function until(pred, ms = 2000, what = "condition") {
   const end = Date.now() + ms;
   while (Date.now() < end) {
@@ -221,6 +222,8 @@ test("gives up after maxAttempts, then retry() starts over; disconnect() stops r
   client.disconnect();
   assert.equal(client.connectionState, "disconnected");
   const n = server.sockets.length;
+  // "Nothing happens": the sleep is the observation window (10 times maxDelayMs), not a
+  // wait for something to happen.
   await sleep(20);
   assert.equal(server.sockets.length, n, "no reconnection after disconnect()");
   // connect() after disconnect() resumes from the kept position.

@@ -86,7 +86,7 @@ import Testing
         // A small window, and a response far larger than both socket buffers.
         let s = try TestSocket(port: server.port, receiveBuffer: 4096)
         try s.send(Self.request("/tickwire.js", "Connection: close\r\n"))
-        #expect(TestServer.eventually(5) { server.server.counters().socketsOpen == 0 }, "the slot is freed although the peer reads nothing")
+        try waitUntil("the slot freed although the peer reads nothing") { server.server.counters().socketsOpen == 0 }
     }
 
     // MARK: - WebSocket closing
@@ -100,7 +100,7 @@ import Testing
         for round in 0..<4 {
             _ = try acceptedSeqs(publish(server.port, "[" + (0..<100).map { trade("BTCUSDT", round * 100 + $0, pad: 500) }.joined(separator: ",") + "]"))
         }
-        #expect(TestServer.eventually { server.server.counters().backlogBytes > 0 }, "the subscriber's socket should be full")
+        try waitUntil("the subscriber's socket to fill up") { server.server.counters().backlogBytes > 0 }
         return client
     }
 
@@ -115,7 +115,7 @@ import Testing
         let server = try TestServer(Self.blockedServer)
         let client = try Self.blockedSubscriber(server)
         try client.ws.close(code: 1000)
-        #expect(TestServer.eventually(5) { server.server.counters().socketsOpen == 0 }, "slot held by a peer that sent Close and reads nothing")
+        try waitUntil("the slot of a peer that sent Close and reads nothing to be freed") { server.server.counters().socketsOpen == 0 }
         #expect(server.server.webSocketCount == 0)
     }
 
@@ -127,7 +127,7 @@ import Testing
         }
         _ = try Self.blockedSubscriber(server)
         // It sends nothing (no pong): idle timeout, our Close cannot be written, close timeout.
-        #expect(TestServer.eventually(5) { server.server.counters().socketsOpen == 0 }, "slot held by a silent peer with a full socket")
+        try waitUntil("the slot of a silent peer with a full socket to be freed") { server.server.counters().socketsOpen == 0 }
     }
 
     @Test func nothingFollowsOurClose() throws {
@@ -148,7 +148,7 @@ import Testing
         #expect(close?.closeCode == 1001)
         // Published after our Close, and pings due after it: none may follow it.
         _ = try acceptedSeqs(publish(server.port, "[" + (0..<10).map { trade("BTCUSDT", $0) }.joined(separator: ",") + "]"))
-        #expect(TestServer.eventually { server.server.context.queues.headSeq.load(ordering: .acquiring) == 10 })
+        try waitUntil("all ten trades published") { server.server.context.queues.headSeq.load(ordering: .acquiring) == 10 }
         try client.ws.close(code: 1001)
         #expect(try client.ws.socket.readEOF(), "a frame followed the server's Close")
     }
@@ -161,6 +161,6 @@ import Testing
         #expect(reply.closeCode == 4321)
         // §7.1.1: the server closes the TCP connection first.
         #expect(try ws.socket.readEOF())
-        #expect(TestServer.eventually { server.server.counters().socketsOpen == 0 })
+        try waitUntil("the server closing the socket") { server.server.counters().socketsOpen == 0 }
     }
 }

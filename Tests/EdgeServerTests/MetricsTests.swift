@@ -53,7 +53,8 @@ import Testing
         let perWorker = (0..<3).compactMap { value(text, "tickwire_worker_connections{worker=\"\($0)\"}") }
         #expect(perWorker.count == 3 && perWorker.reduce(0, +) == 2)
         for name in ["tickwire_slow_consumer_conflated_total", "tickwire_slow_consumer_disconnects_total", "tickwire_broadcast_failures_total",
-                     "tickwire_backlog_bytes", "tickwire_history_messages", "websocket_errors_connection_total", "process_resident_memory_bytes"] {
+                     "tickwire_backlog_bytes", "tickwire_history_messages", "websocket_errors_connection_total", "process_resident_memory_bytes",
+                     "tickwire_log_lines_dropped_total"] {
             #expect(value(text, name) != nil, "\(name) missing")
         }
         try promtoolCheck(text)

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 /// The `tickwire` binary next to the test bundle (`make test` builds it first).
@@ -11,29 +12,69 @@ func tickwireBinary() throws -> String {
     return path
 }
 
-/// A `tickwire` process with its stderr captured.
+/// A `tickwire` process whose stdout and stderr are read as they come, on a thread of
+/// their own, so a test can wait for a line while the process runs; or, with
+/// `readOutput: false`, left unread (a full pipe) until `startReading()`.
 final class ServerProcess {
     let process = Process()
-    let stderr = Pipe()
-    private(set) var output = ""
+    private let pipe = Pipe()
+    private let captured = Captured()
+    private var reader: TestThread?
 
-    init(_ arguments: [String], environment: [String: String] = [:]) throws {
+    final class Captured: @unchecked Sendable {
+        // @unchecked: `bytes` is only touched under `lock`.
+        let lock = Mutex(())
+        var bytes: [UInt8] = []
+        let ended = Atomic<Bool>(false)
+    }
+
+    init(_ arguments: [String], environment: [String: String] = [:], readOutput: Bool = true) throws {
         process.executableURL = URL(fileURLWithPath: try tickwireBinary())
         process.arguments = arguments
         var env = ProcessInfo.processInfo.environment
         for (k, v) in environment { env[k] = v }
         process.environment = env
-        process.standardError = stderr
-        process.standardOutput = stderr
+        process.standardError = pipe
+        process.standardOutput = pipe
         try process.run()
+        if readOutput { startReading() }
     }
 
-    /// Waits for exit (at most `seconds`) and returns the status, or nil if still running.
-    func waitForExit(_ seconds: Double) -> Int32? {
-        let deadline = Date().addingTimeInterval(seconds)
-        while process.isRunning && Date() < deadline { usleep(10_000) }
-        if process.isRunning { return nil }
-        output = String(decoding: stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    deinit {
+        kill()
+        reader?.join()
+    }
+
+    func startReading() {
+        guard reader == nil else { return }
+        let fd = pipe.fileHandleForReading.fileDescriptor
+        let captured = self.captured
+        reader = TestThread {
+            var chunk = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { break }
+                captured.lock.withLock { _ in captured.bytes += chunk[0..<n] }
+            }
+            captured.ended.store(true, ordering: .releasing)
+        }
+    }
+
+    /// Everything the process wrote so far.
+    var output: String { captured.lock.withLock { _ in String(decoding: captured.bytes, as: UTF8.self) } }
+
+    func waitForOutput(_ fragment: String, timeout: Double = 5, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        try waitUntil("\"\(fragment)\" in the output; got: \(output.suffix(500))", timeout: timeout, sourceLocation: sourceLocation) {
+            output.contains(fragment)
+        }
+    }
+
+    /// Waits for the process to exit and its output to end; its exit status.
+    func waitForExit(_ seconds: Double, sourceLocation: SourceLocation = #_sourceLocation) throws -> Int32 {
+        startReading()
+        try waitUntil("the process to exit", timeout: seconds, sourceLocation: sourceLocation) { !process.isRunning }
+        try waitUntil("the end of its output", timeout: seconds, sourceLocation: sourceLocation) { captured.ended.load(ordering: .acquiring) }
         return process.terminationStatus
     }
 
@@ -53,8 +94,11 @@ func freePort() throws -> Int {
     return Int(UInt16(bigEndian: addr.sin_port))
 }
 
-func waitForPort(_ port: Int, seconds: Double = 10) -> Bool {
-    TestServer.eventually(seconds) { (try? TestSocket(port: port)) != nil }
+/// Waits until the port accepts connections (a refused connect is what is waited out).
+func waitForPort(_ port: Int, seconds: Double = 10, sourceLocation: SourceLocation = #_sourceLocation) throws {
+    try waitUntil("port \(port) to accept connections", timeout: seconds, sourceLocation: sourceLocation) {
+        (try? TestSocket(port: port)) != nil
+    }
 }
 
 @Suite(.serialized) struct ProcessTests {
@@ -62,7 +106,7 @@ func waitForPort(_ port: Int, seconds: Double = 10) -> Bool {
         let port = try freePort()
         let server = try ServerProcess(["--host", "127.0.0.1", "--port", "\(port)", "--workers", "2", "--echo", "--shutdown-grace", "3s"])
         defer { server.kill() }
-        #expect(waitForPort(port))
+        try waitForPort(port)
         let clients = try (0..<4).map { _ in try TestWebSocket(port: port, path: "/ws") }
         for c in clients { _ = try c.readMessage() }     // Connected
         kill(server.process.processIdentifier, SIGTERM)
@@ -71,23 +115,24 @@ func waitForPort(_ port: Int, seconds: Double = 10) -> Bool {
             #expect(close.closeCode == 1001)
             try c.close(code: 1001)
         }
-        #expect(server.waitForExit(5) == 0)
+        #expect(try server.waitForExit(5) == 0)
         #expect(server.output.contains("SIGTERM received"))
         #expect(server.output.contains("WebSocket client connected from 127.0.0.1"))
         #expect(server.output.contains("WebSocket client disconnected, duration:"))
+        #expect(server.output.contains("shutdown complete"))
     }
 
     @Test func shutdownGraceBoundsUnresponsiveClients() throws {
         let port = try freePort()
         let server = try ServerProcess(["--host", "127.0.0.1", "--port", "\(port)", "--workers", "1", "--shutdown-grace", "500ms"])
         defer { server.kill() }
-        #expect(waitForPort(port))
+        try waitForPort(port)
         let stubborn = try TestWebSocket(port: port, path: "/ws")
         let start = Date()
         kill(server.process.processIdentifier, SIGINT)
         #expect(try stubborn.readClose().closeCode == 1001)
         // It never answers; the server exits anyway once the grace is up.
-        #expect(server.waitForExit(5) == 0)
+        #expect(try server.waitForExit(5) == 0)
         #expect(Date().timeIntervalSince(start) < 3)
     }
 
@@ -95,10 +140,9 @@ func waitForPort(_ port: Int, seconds: Double = 10) -> Bool {
         let port = try freePort()
         let first = try ServerProcess(["--host", "127.0.0.1", "--port", "\(port)", "--workers", "1"])
         defer { first.kill() }
-        #expect(waitForPort(port))
+        try waitForPort(port)
         let second = try ServerProcess(["--host", "127.0.0.1", "--port", "\(port)", "--workers", "1"])
-        let status = second.waitForExit(5)
-        #expect(status != nil && status != 0)
+        #expect(try second.waitForExit(5) != 0)
         #expect(second.output.contains("port \(port) on 127.0.0.1 is already in use"))
     }
 
@@ -113,7 +157,7 @@ func waitForPort(_ port: Int, seconds: Double = 10) -> Bool {
     func invalidArgumentsExit64WithOneLine(args: [String], message: String) throws {
         let p = try ServerProcess(args)
         defer { p.kill() }
-        #expect(p.waitForExit(5) == 64)
+        #expect(try p.waitForExit(5) == 64)
         let lines = p.output.split(separator: "\n")
         #expect(lines.count == 1, "\(p.output)")
         #expect(p.output.contains(message), "\(p.output)")
@@ -123,7 +167,7 @@ func waitForPort(_ port: Int, seconds: Double = 10) -> Bool {
         let port = try freePort()
         let server = try ServerProcess([], environment: ["TICKWIRE_PORT": "\(port)", "TICKWIRE_HOST": "127.0.0.1", "TICKWIRE_WORKERS": "3", "TICKWIRE_ECHO": "true"])
         defer { server.kill() }
-        #expect(waitForPort(port))
+        try waitForPort(port)
         let s = try TestSocket(port: port)
         try s.send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         #expect(try s.readHTTPResponse().text.contains("\"workers\":3"))
@@ -134,11 +178,11 @@ func waitForPort(_ port: Int, seconds: Double = 10) -> Bool {
 
     @Test func helpAndVersion() throws {
         let help = try ServerProcess(["--help"])
-        #expect(help.waitForExit(5) == 0)
+        #expect(try help.waitForExit(5) == 0)
         #expect(help.output.contains("--max-message-size"))
         #expect(help.output.contains("TICKWIRE_"))
         let version = try ServerProcess(["--version"])
-        #expect(version.waitForExit(5) == 0)
+        #expect(try version.waitForExit(5) == 0)
         #expect(version.output.trimmingCharacters(in: .whitespacesAndNewlines) == "0.1.0")
     }
 }
@@ -149,7 +193,7 @@ func waitForPort(_ port: Int, seconds: Double = 10) -> Bool {
         let server = try ServerProcess(["--host", "127.0.0.1", "--port", "\(port)", "--workers", "1", "--no-simulator",
                                         "--log-format", "json", "--log-level", "debug"])
         defer { server.kill() }
-        #expect(waitForPort(port))
+        try waitForPort(port)
         let client = try StreamClient(port: port)
         _ = try client.next("Connected")
         _ = try acceptedSeqs(publish(port, trade("BTCUSDT", 1)))
@@ -158,10 +202,10 @@ func waitForPort(_ port: Int, seconds: Double = 10) -> Bool {
         _ = try client.next("Error")
         try client.ws.send(opcode: 1, [0x61], masked: false)   // a protocol error
         _ = try client.ws.readClose()
-        _ = try client.ws.socket.readEOF()
-        usleep(200_000)
+        #expect(try client.ws.socket.readEOF())
+        try server.waitForOutput("WebSocket client disconnected, duration: ")
         kill(server.process.processIdentifier, SIGTERM)
-        #expect(server.waitForExit(5) == 0)
+        #expect(try server.waitForExit(5) == 0)
         var events: [[String: Any]] = []
         for line in server.output.split(separator: "\n") {
             let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
@@ -179,6 +223,39 @@ func waitForPort(_ port: Int, seconds: Double = 10) -> Bool {
         #expect(find("Broadcasting TradeExecuted message to 1 clients", "debug") != nil)
         #expect(find("Invalid message format: {not json", "warning")?["peer"] != nil)
         #expect(find("WebSocket connection error: client frames must be masked", "error")?["conn"] != nil)
-        #expect(events.allSatisfy { ($0["ts"] as? String)?.hasSuffix("Z") == true })
+        #expect(!events.isEmpty && events.allSatisfy { ($0["ts"] as? String)?.hasSuffix("Z") == true })
+        // The last line, queued just before exit, was flushed.
+        #expect(find("shutdown complete", "info") != nil)
+    }
+
+    /// stderr is a pipe nobody reads (a stuck journald): the reactor that logs must go on
+    /// serving; lines past the log's bound are dropped, counted, and reported once the
+    /// output drains.
+    @Test func aStderrNobodyReadsStallsNoReactor() throws {
+        let port = try freePort()
+        let server = try ServerProcess(["--host", "127.0.0.1", "--port", "\(port)", "--workers", "1", "--no-simulator",
+                                        "--log-level", "debug"], readOutput: false)
+        defer { server.kill() }
+        try waitForPort(port)
+        // Each broadcast frame is a DEBUG line (~80 bytes) logged on the one reactor:
+        // 10,000 of them fill the pipe (64 KiB) and the log's queue (4096 lines) twice over.
+        for round in 0..<10 {
+            let batch = "[" + (0..<1000).map { trade("BTCUSDT", round * 1000 + $0) }.joined(separator: ",") + "]"
+            _ = try acceptedSeqs(publish(port, batch))
+        }
+        // The reactor still answers (a blocking log write would hold it, and this times out).
+        let s = try TestSocket(port: port)
+        try s.send("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        let metrics = try s.readHTTPResponse()
+        #expect(metrics.status == 200)
+        let dropped = metrics.text.split(separator: "\n").first { $0.hasPrefix("tickwire_log_lines_dropped_total ") }
+        #expect(dropped.flatMap { Double($0.split(separator: " ")[1]) }.map { $0 > 0 } == true, "\(dropped ?? "no metric")")
+        // Someone reads again: the drop notice arrives, and the shutdown lines are not lost.
+        server.startReading()
+        try server.waitForOutput("log lines dropped: log output too slow", timeout: 20)
+        kill(server.process.processIdentifier, SIGTERM)
+        #expect(try server.waitForExit(10) == 0)
+        #expect(server.output.contains("SIGTERM received"))
+        #expect(server.output.contains("shutdown complete"))
     }
 }

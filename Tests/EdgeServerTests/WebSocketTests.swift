@@ -70,7 +70,7 @@ import Testing
         #expect(close.opcode == 8)
         #expect(close.closeCode == 4001)
         #expect(try ws.socket.readEOF())
-        #expect(TestServer.eventually { server.server.webSocketCount == 0 })
+        try waitUntil("no WebSocket left") { server.server.webSocketCount == 0 }
     }
 
     @Test func unmaskedFrameFailsWith1002() throws {
@@ -150,7 +150,7 @@ import Testing
         // A slot frees up once a client leaves.
         try a.close()
         _ = try a.readClose()
-        #expect(TestServer.eventually { server.server.webSocketCount == 1 })
+        try waitUntil("one WebSocket left") { server.server.webSocketCount == 1 }
         _ = try TestWebSocket(port: server.port)
         _ = b
     }
@@ -196,7 +196,7 @@ import Testing
         #expect(close.closeReason == "server shutting down")
         try ws.close(code: 1001)
         #expect(try ws.socket.readEOF())
-        #expect(TestServer.eventually { server.server.isStopped })
+        try waitUntil("the server to stop") { server.server.isStopped }
         #expect(throws: (any Error).self) { try TestSocket(port: server.port) }
     }
 
@@ -206,6 +206,6 @@ import Testing
             let ws = try TestWebSocket(port: server.port)
             try ws.send(opcode: 1, Array("partial".utf8), fin: false)
         }
-        #expect(TestServer.eventually { server.server.webSocketCount == 0 })
+        try waitUntil("no WebSocket left") { server.server.webSocketCount == 0 }
     }
 }

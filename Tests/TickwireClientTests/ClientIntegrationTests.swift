@@ -88,7 +88,8 @@ struct ClientIntegrationTests {
         }
         #expect(recorder.events.diagnostics.isEmpty)
 
-        // The client itself is the event sequence; shutdown() ends it, which bounds the wait.
+        // The client itself is the event sequence; shutdown() ends it, which bounds the wait
+        // (the sleep is that deadline, cancelled as soon as a Pong arrives).
         let watchdog = Task {
             try await Task.sleep(for: .seconds(5))
             await client.shutdown()
@@ -120,6 +121,8 @@ struct ClientIntegrationTests {
         let recorder = EventRecorder(client)
         await client.connect()
         try await recorder.wait(for: "the first sync") { $0.syncs.first }
+        // What is tested is that nothing happens for three idle timeouts: this sleep is the
+        // observation window, not a wait for something to happen.
         try await Task.sleep(for: .seconds(1))
         #expect(recorder.events.diagnostics.isEmpty)
         #expect(!recorder.events.states.contains(.reconnecting))
@@ -204,12 +207,15 @@ struct ClientIntegrationTests {
         published += try await server.publish(batch((9...10).map { tradeJSON(n: $0) }))  // live again
 
         let trades = try await recorder.wait(for: "all ten trades") { $0.trades.count >= 10 ? $0.trades : nil }
-        try await recorder.settle()
+        // A marker published after everything: the stream is in seq order, so a duplicate
+        // trade would arrive before it. Waiting for the marker replaces "wait and hope".
+        let marker = try await server.publish(#"{"type":"BotStatusUpdate","data":{"status":"marker","active_positions":0,"total_pnl":0,"total_trades":10,"uptime":1}}"#)
+        try await recorder.wait(for: "the marker") { $0.messages.contains { $0.seq == marker.first } ? true : nil }
         #expect(recorder.events.trades.count == 10)  // no duplicate came later
         #expect(trades.map(\.seq) == published)  // no gap, no duplicate, in order
         #expect(trades.map(\.trade.timestamp) == Array(1...10))
         #expect(recorder.events.snapshots.count == 1)  // only the first connect loaded one
-        #expect(await client.lastSeq == published.last)
+        #expect(await client.lastSeq == marker.last)
         #expect(await client.statistics.reconnects == 1)
         await client.shutdown()
         await server.stop()
@@ -276,6 +282,8 @@ struct ClientIntegrationTests {
         await client.disconnect()
         #expect(await client.state == .disconnected)
         _ = try await server.publish(tradeJSON(n: 1))
+        // "Nothing arrives and no reconnect is scheduled": the sleep is the observation
+        // window (2.5 reconnect delays of 200 ms), not a wait for something to happen.
         try await Task.sleep(for: .milliseconds(500))
         #expect(!recorder.events.contains { if case .reconnectScheduled = $0 { return true } else { return false } })
         #expect(recorder.events.trades.isEmpty)

@@ -84,7 +84,8 @@ final class EventRecorder: Sendable {
 
     var events: [TickwireEvent] { storage.events.withLock { $0 } }
 
-    /// Waits until `match` finds something in the events so far.
+    /// Waits until `match` finds something in the events so far, polling every 10 ms (the
+    /// poll interval is the only sleep); throws after `timeout` saying what was awaited.
     @discardableResult
     func wait<T>(for what: String, timeout: Duration = .seconds(5), _ match: ([TickwireEvent]) -> T?) async throws -> T {
         let clock = ContinuousClock()
@@ -95,17 +96,6 @@ final class EventRecorder: Sendable {
                 throw TestFailure("timed out after \(timeout) waiting for \(what); events: \(Self.summary(events))")
             }
             try await Task.sleep(for: .milliseconds(10))
-        }
-    }
-
-    /// Waits until the number of events of interest stops changing for `quiet`.
-    func settle(_ quiet: Duration = .milliseconds(300)) async throws {
-        var count = events.count
-        while true {
-            try await Task.sleep(for: quiet)
-            let now = events.count
-            if now == count { return }
-            count = now
         }
     }
 

@@ -27,9 +27,16 @@ func scan(_ s: String) -> Result<JSONValue, JSONError> {
     }
 
     @Test func invalidUTF8InStringIsRejected() {
+        // An overlong "/" inside a string.
         let bytes: [UInt8] = [0x22, 0xC0, 0xAF, 0x22]
-        let r = bytes.withUnsafeBytes { raw -> Bool in (try? JSONScanner.parse(raw)) != nil }
-        #expect(!r)
+        let r = bytes.withUnsafeBytes { raw -> Result<JSONValue, JSONError> in
+            do throws(JSONError) { return .success(try JSONScanner.parse(raw)) } catch { return .failure(error) }
+        }
+        guard case .failure(let error) = r else {
+            Issue.record("accepted a string with invalid UTF-8")
+            return
+        }
+        #expect(error.reason.lowercased().contains("utf"), "rejected, but for another reason: \(error.reason)")
     }
 
     @Test func nestingIsBounded() {
@@ -117,7 +124,7 @@ final class CollectingSink: BroadcastSink, @unchecked Sendable {
         let publisher = StreamPublisher(epoch: "e", sink: sink)
         let outcome = await publisher.publish(body: Array("[\(#"{"type":"MarketData","data":{"symbol":"X","price":1}}"#),\(#"{"type":"BotStatusUpdate","data":{"status":"running"}}"#)]".utf8))
         #expect(outcome == .accepted(seqs: [1, 2]))
-        #expect(sink.frames.map(\.seq) == [1, 2])
+        try #require(sink.frames.map(\.seq) == [1, 2])
         let f = sink.frames[0]
         #expect(f.bytes.load(as: UInt8.self) == 0x81)
         #expect(f.symbolHash == SymbolHash.hash("X"))
@@ -128,11 +135,16 @@ final class CollectingSink: BroadcastSink, @unchecked Sendable {
         #expect(await publisher.headSeq == 2)
     }
 
-    @Test func eventsAreNeverConflationCandidates() async {
+    @Test func eventsAreNeverConflationCandidates() async throws {
         let sink = CollectingSink()
         let publisher = StreamPublisher(epoch: "e", sink: sink)
         _ = await publisher.publish(body: Array(#"{"type":"TradeExecuted","data":{"symbol":"X"}}"#.utf8))
-        #expect(sink.frames[0].conflationKey == 0)
+        let frame = try #require(sink.frames.first)
+        #expect(frame.symbolHash == SymbolHash.hash("X"))
+        #expect(frame.conflationKey == 0)
+        // The same symbol as market data is a conflation candidate: the key above is a policy.
+        _ = await publisher.publish(body: Array(#"{"type":"MarketData","data":{"symbol":"X","price":1}}"#.utf8))
+        #expect(sink.frames.last?.conflationKey != 0)
     }
 
     @Test func simulatorProducesEveryMessageType() async throws {
@@ -145,15 +157,9 @@ final class CollectingSink: BroadcastSink, @unchecked Sendable {
         config.seed = 7
         let simulator = MarketSimulator(publisher: publisher, config: config)
         await simulator.start()
-        let deadline = Date().addingTimeInterval(30)
-        var types = Set<Channel>()
-        while Date() < deadline {
-            try await Task.sleep(for: .milliseconds(200))
-            types = await publisher.channelsSeen()
-            if types.count == 6 { break }
-        }
+        let all: Set<Channel> = [.marketData, .chartUpdate, .positionUpdate, .tradeExecuted, .aiSignalReceived, .botStatusUpdate]
+        try await waitUntil("every message type from the simulator", timeout: 30) { await publisher.channelsSeen() == all }
         await simulator.stop()
-        #expect(types == [.marketData, .chartUpdate, .positionUpdate, .tradeExecuted, .aiSignalReceived, .botStatusUpdate])
         let snapshot = String(decoding: await publisher.snapshotJSON(), as: UTF8.self)
         let object = try JSONSerialization.jsonObject(with: Data(snapshot.utf8)) as? [String: Any]
         #expect((object?["market"] as? [String: Any])?.count == 4)
@@ -163,5 +169,18 @@ final class CollectingSink: BroadcastSink, @unchecked Sendable {
 extension StreamPublisher {
     func channelsSeen() -> Set<Channel> {
         Set(Channel.allCases.filter { stats.published[Int($0.rawValue)] > 0 })
+    }
+}
+
+struct WaitTimedOut: Error, CustomStringConvertible { let description: String }
+
+/// Waits for `condition`, polling every 20 ms (the poll interval is the only sleep), and
+/// throws after `timeout` seconds saying what did not happen.
+func waitUntil(_ what: String, timeout: Double = 5, _ condition: () async throws -> Bool) async throws {
+    let clock = ContinuousClock()
+    let deadline = clock.now + .seconds(timeout)
+    while try await !condition() {
+        if clock.now >= deadline { throw WaitTimedOut(description: "timed out after \(timeout) s waiting for \(what)") }
+        try await Task.sleep(for: .milliseconds(20))
     }
 }

@@ -10,21 +10,21 @@ public enum LogFormat: String, Sendable, CaseIterable {
     case json
 }
 
-/// A swift-log handler that writes each line to stderr with a single write(2): lines from
-/// different threads never interleave (writes under PIPE_BUF are atomic) and no lock is
-/// taken, so a reactor thread logging a connect or disconnect never waits on another.
+/// A swift-log handler that formats each line on the caller's thread and hands it to a
+/// `LogOutput`, which queues it without a lock and writes it from its own thread: a reactor
+/// logging a connect or disconnect never blocks, even when stderr is slow or full. Each
+/// line is written whole by that one thread, so lines never interleave.
 public struct LogLineHandler: LogHandler {
     public var metadata: Logger.Metadata = [:]
     public var logLevel: Logger.Level
     public let label: String
-    public let format: LogFormat
-    private let fd: Int32
+    public let output: LogOutput
+    public var format: LogFormat { output.format }
 
-    public init(label: String, level: Logger.Level, format: LogFormat, fd: Int32 = 2) {
+    public init(label: String, level: Logger.Level, output: LogOutput) {
         self.label = label
         self.logLevel = level
-        self.format = format
-        self.fd = fd
+        self.output = output
     }
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
@@ -32,30 +32,31 @@ public struct LogLineHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
+    /// Lines dropped by every log output in this process because the output was too slow.
+    public static var droppedLines: UInt64 { LogOutput.droppedTotal.load(ordering: .relaxed) }
+
     public func log(event: LogEvent) {
         var all = metadata
         if let extra = event.metadata { all.merge(extra) { $1 } }
+        output.write(Self.line(level: event.level, message: event.message.description, label: label, metadata: all, format: format))
+    }
+
+    /// One formatted line, newline included: the timestamp is taken now, on the caller's
+    /// thread, so a queued line carries the time of its event, not of its write.
+    static func line(level: Logger.Level, message: String, label: String, metadata: Logger.Metadata, format: LogFormat) -> String {
         let time = Timestamp.string(millisecondsSinceEpoch: wallClockNanoseconds() / 1_000_000)
         var line: String
         switch format {
         case .text:
-            line = "\(time) \(event.level.rawValue.uppercased()) \(event.message)"
-            for key in all.keys.sorted() { line += " \(key)=\(all[key]!)" }
+            line = "\(time) \(level.rawValue.uppercased()) \(message)"
+            for key in metadata.keys.sorted() { line += " \(key)=\(metadata[key]!)" }
         case .json:
-            line = "{\"ts\":\"\(time)\",\"level\":\"\(event.level.rawValue)\",\"logger\":\(JSONText.quoted(label)),\"msg\":\(JSONText.quoted(event.message.description))"
-            for key in all.keys.sorted() { line += ",\(JSONText.quoted(key)):\(JSONText.quoted(all[key]!.description))" }
+            line = "{\"ts\":\"\(time)\",\"level\":\"\(level.rawValue)\",\"logger\":\(JSONText.quoted(label)),\"msg\":\(JSONText.quoted(message))"
+            for key in metadata.keys.sorted() { line += ",\(JSONText.quoted(key)):\(JSONText.quoted(metadata[key]!.description))" }
             line += "}"
         }
         line += "\n"
-        var bytes = Array(line.utf8)
-        bytes.withUnsafeMutableBytes { raw in
-            var offset = 0
-            while offset < raw.count {
-                let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
-                if n <= 0 { if n < 0 && errno == EINTR { continue }; break }
-                offset += n
-            }
-        }
+        return line
     }
 }
 

@@ -69,6 +69,8 @@ actor MetricsExporter {
                      sum { $0.slowConsumerDisconnects.load(ordering: .relaxed) })
         text.counter("tickwire_broadcast_failures_total", "Deliveries that failed: a subscriber closed by a write error or as a slow consumer.",
                      sum { $0.broadcastFailures.load(ordering: .relaxed) })
+        text.counter("tickwire_log_lines_dropped_total", "Log lines dropped because the log output (stderr) was too slow or failing.",
+                     LogLineHandler.droppedLines)
         text.gauge("tickwire_backlog_bytes", "Bytes queued for subscribers whose sockets are full.",
                    Double(sumInt { $0.backlogBytes.load(ordering: .relaxed) }))
         text.gauge("tickwire_history_messages", "Broadcast messages held for resume (per reactor; the largest).",

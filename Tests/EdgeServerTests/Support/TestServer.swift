@@ -24,20 +24,4 @@ final class TestServer {
     }
 
     deinit { server.stop() }
-
-    /// Polls `condition` for up to `seconds`.
-    static func eventually(_ seconds: Double = 5, _ condition: () -> Bool) -> Bool {
-        let deadline = monotonicNow() + seconds
-        while monotonicNow() < deadline {
-            if condition() { return true }
-            usleep(5_000)
-        }
-        return condition()
-    }
-}
-
-func monotonicNow() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
 }
