@@ -32,8 +32,9 @@ class Server:
     def __init__(self, kind, binaries, cpu, extra):
         self.kind = kind
         self.port = free_port()
-        if kind == "tickwire":
-            cmd = [binaries["tickwire"], "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+        if kind in ("tickwire", "baseline"):
+            # "baseline": another Tickwire build (--baseline), run the same way, for before/after.
+            cmd = [binaries[kind], "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
                    "--no-simulator", "--log-level", "error"] + extra
         else:
             cmd = [binaries["floor"], str(self.port)]
@@ -90,6 +91,8 @@ def main():
     parser.add_argument("--quick", action="store_true", help="shorter runs (smoke test of the harness)")
     parser.add_argument("--only", default="", help="comma-separated scenario names")
     parser.add_argument("--floor-src", default=os.environ.get("TICKWIRE_FLOOR_SRC", os.path.join(ROOT, "..", "shared", "bench-reference", "ceilingsrv.c")))
+    parser.add_argument("--baseline", default=os.environ.get("TICKWIRE_BASELINE_BIN", ""),
+                        help="another tickwire binary (an earlier build) measured alongside, alternated like the others")
     opts = parser.parse_args()
 
     os.makedirs(opts.out, exist_ok=True)
@@ -119,6 +122,12 @@ def main():
         return not selected or name in selected
 
     servers = ["tickwire", "floor"] if floor_available else ["tickwire"]
+    if opts.baseline:
+        if not os.access(opts.baseline, os.X_OK):
+            print(f"bench: --baseline {opts.baseline} is not an executable tickwire binary", file=sys.stderr)
+            return 2
+        binaries["baseline"] = opts.baseline
+        servers.insert(1, "baseline")
     results = {"machine": machine(), "scenarios": {}}
 
     def run(name, kind, gen_args, extra=(), timeout=600):
@@ -158,17 +167,35 @@ def main():
             for kind in servers:
                 print(f"bench: echo-50x64 {kind} round {rnd + 1}/{rounds}", flush=True)
                 r = run("echo-50x64", kind, ["echo", "--clients", "50", "--size", "64", "--warmup", str(warmup), "--duration", str(duration)],
-                        extra=["--echo"] if kind == "tickwire" else [])
+                        extra=["--echo"] if kind != "floor" else [])
                 json.dump(r, open(os.path.join(opts.out, f"echo-50x64-{kind}-r{rnd + 1}.json"), "w"), indent=2)
                 runs[kind].append(r)
         results["scenarios"]["echo-50x64"] = {"kind": "echo", "runs": runs}
 
     if wanted("churn-100k"):
         cycles = 10_000 if opts.quick else 100_000
-        print(f"bench: churn {cycles} tickwire", flush=True)
-        r = run("churn", "tickwire", ["churn", "--cycles", str(cycles), "--concurrency", "200"], timeout=1200)
-        json.dump(r, open(os.path.join(opts.out, "churn-tickwire.json"), "w"), indent=2)
-        results["scenarios"]["churn-100k"] = {"kind": "churn", "cycles": cycles, "runs": {"tickwire": [r]}}
+        runs = {}
+        for kind in [k for k in servers if k != "floor"]:
+            print(f"bench: churn {cycles} {kind}", flush=True)
+            r = run("churn", kind, ["churn", "--cycles", str(cycles), "--concurrency", "200"], timeout=1200)
+            json.dump(r, open(os.path.join(opts.out, f"churn-{kind}.json"), "w"), indent=2)
+            runs[kind] = [r]
+        results["scenarios"]["churn-100k"] = {"kind": "churn", "cycles": cycles, "runs": runs}
+
+    if wanted("mass-disconnect"):
+        # 19,000 connections end at once, three ways; the server's RSS is sampled every ms.
+        count = 3_000 if opts.quick else 19_000
+        runs = {}
+        for mode in ("tcp", "close-frame", "server"):
+            for kind in [k for k in servers if k != "floor"]:
+                print(f"bench: mass-disconnect {mode} {kind}", flush=True)
+                r = run("mass-disconnect", kind, ["connections", "--count", str(count), "--hold", "2", "--path", "/ws",
+                                                   "--disconnect", mode, "--disconnect-watch", "3"])
+                json.dump(r, open(os.path.join(opts.out, f"mass-disconnect-{mode}-{kind}.json"), "w"), indent=2)
+                runs.setdefault(kind, []).append(r)
+                # Client ports closed first sit in TIME_WAIT for 60 s; give loopback room.
+                time.sleep(5)
+        results["scenarios"]["mass-disconnect"] = {"kind": "mass-disconnect", "count": count, "runs": runs}
 
     json.dump(results, open(os.path.join(opts.out, "summary.json"), "w"), indent=2)
     table = markdown(results, floor_available)
@@ -208,9 +235,10 @@ def markdown(results, floor_available):
                 }
             floor = med.get("floor", {})
             for kind, v in med.items():
+                vs_floor = kind != "floor"
                 lines.append(f"| {name} | {kind} | {fmt(v['dps'], 0)} | {v['loss']} | {v['dup']} | {fmt(v['cpu'])} | "
-                             f"{ratio(v['cpu'], floor.get('cpu')) if kind == 'tickwire' else ''} | {fmt(v['p50'], 1)} | {fmt(v['p99'], 1)} | "
-                             f"{ratio(v['p99'], floor.get('p99')) if kind == 'tickwire' else ''} | {fmt(v['p999'], 1)} | {fmt(v['gen'], 0)}% |")
+                             f"{ratio(v['cpu'], floor.get('cpu')) if vs_floor else ''} | {fmt(v['p50'], 1)} | {fmt(v['p99'], 1)} | "
+                             f"{ratio(v['p99'], floor.get('p99')) if vs_floor else ''} | {fmt(v['p999'], 1)} | {fmt(v['gen'], 0)}% |")
             s["medians"] = med
         lines.append("")
     idle = results["scenarios"].get("idle-19k")
@@ -231,12 +259,28 @@ def markdown(results, floor_available):
         lines.append("")
     churn = results["scenarios"].get("churn-100k")
     if churn:
-        r = churn["runs"]["tickwire"][0]
         lines += ["## Churn (connect, subscribe, receive, disconnect)", "",
                   "Baseline: after 5,000 warm-up cycles and 2 s of quiet; after: 2 s after the last of the measured cycles.", "",
-                  "| cycles | completed | failures | cycles/s | RSS cold start | RSS baseline | RSS after | growth vs baseline | anonymous growth |", "|---|---|---|---|---|---|---|---|---|",
-                  f"| {churn['cycles']} | {r['completed']} | {r['failures']} | {fmt(r['cycles_per_s'], 0)} | {r['server_rss_cold_bytes']:,} | {r['server_rss_baseline_bytes']:,} | "
-                  f"{r['server_rss_after_bytes']:,} | {fmt(r['rss_growth_percent'], 1)}% | {fmt(r['anon_growth_percent'], 1)}% |", ""]
+                  "| server | cycles | completed | failures | cycles/s | RSS cold start | RSS baseline | RSS after | growth vs baseline | anonymous growth |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for kind, runs in churn["runs"].items():
+            r = runs[0]
+            lines.append(f"| {kind} | {churn['cycles']} | {r['completed']} | {r['failures']} | {fmt(r['cycles_per_s'], 0)} | {r['server_rss_cold_bytes']:,} | "
+                         f"{r['server_rss_baseline_bytes']:,} | {r['server_rss_after_bytes']:,} | {fmt(r['rss_growth_percent'], 1)}% | {fmt(r['anon_growth_percent'], 1)}% |")
+        lines.append("")
+    mass = results["scenarios"].get("mass-disconnect")
+    if mass:
+        lines += [f"## Mass disconnect ({mass['count']:,} connections end at once)", "",
+                  "tcp: clients close their sockets (a load balancer failing over); close-frame: clients send Close 1001 "
+                  "(browsers leaving); server: SIGTERM, Close 1001 to everyone (a deploy). RSS sampled every millisecond.", "",
+                  "| server | how | RSS held | peak during disconnect | peak rise per connection (bytes) | held per connection (bytes) |",
+                  "|---|---|---|---|---|---|"]
+        for kind, runs in mass["runs"].items():
+            for r in runs:
+                lines.append(f"| {kind} | {r.get('disconnect_mode', '?')} | {r.get('server_rss_held_bytes', 0):,} | "
+                             f"{r.get('server_rss_disconnect_peak_bytes', 0):,} | {fmt(r.get('disconnect_peak_rise_bytes_per_connection'), 0)} | "
+                             f"{fmt(r.get('rss_bytes_per_connection'), 0)} |")
+        lines.append("")
     if not floor_available:
         lines.append("(No floor server: ratios omitted.)")
     return "\n".join(lines) + "\n"

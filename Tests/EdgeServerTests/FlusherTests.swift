@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import Logging
 import Reactor
+import Synchronization
 import Testing
 import TradingStream
 import WireProtocol
@@ -13,7 +14,8 @@ import WireProtocol
 /// the schedule of partial writes, the bytes on the "wire" must be the same stream.
 @Suite struct FlusherTests {
     /// A reactor part-assembly with one connection and a wire that records what is sent.
-    final class Rig {
+    final class Rig: @unchecked Sendable {
+        // @unchecked: each rig is driven by the one test that made it; the registry only finds it.
         let context: ServerContext
         let worker: Worker
         let c: UnsafeMutablePointer<Connection>
@@ -42,7 +44,12 @@ import WireProtocol
             let slot = worker.table.allocate()!
             worker.acceptor.admit(fd: fds[0], peer: PeerAddress(), slot: slot)
             c = worker.table.pointer(slot)
-            worker.output.send = { [unowned self] _, iovecs, count in self.accept(iovecs, count) }
+            Self.rigs.withLock { $0[fds[0]] = self }
+            // A C function pointer cannot capture: it finds its rig by the descriptor.
+            worker.output.send = { fd, iovecs, count in
+                let rig = Rig.rigs.withLock { $0[fd] }!
+                return rig.accept(iovecs!, count)
+            }
             let upgrade = "GET \(path) HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                 + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
             var bytes = Array(upgrade.utf8)
@@ -51,11 +58,15 @@ import WireProtocol
         }
 
         deinit {
+            Self.rigs.withLock { $0[fds[0]] = nil }
             close(fds[0])
             close(fds[1])
         }
 
-        private func accept(_ iovecs: UnsafeMutablePointer<iovec>, _ count: Int) -> Int {
+        /// Live rigs by their connection's descriptor (tests run in parallel).
+        nonisolated(unsafe) static let rigs = Mutex<[Int32: Rig]>([:])
+
+        fileprivate func accept(_ iovecs: UnsafeMutablePointer<iovec>, _ count: Int) -> Int {
             let allowance = schedule[min(step, schedule.count - 1)]
             step += 1
             var budget = allowance ?? Int.max
@@ -224,14 +235,14 @@ import WireProtocol
             rig.flush()
             // Moved to its own queue mid-frame (as the backlog policy does), then more arrives.
             rig.worker.slowConsumers.moveToQueue(rig.c)
-            #expect(rig.worker.broadcast.slowQueue(rig.c) != nil)
+            #expect(BroadcastPath.slowQueue(rig.c) != nil)
             rig.clientPing()
             rig.publish(6, pad: 20)
             rig.flush()
             rig.flushAll()
             try Self.checkStream(rig, broadcasts: 10, own: ["Connected", "Pong"], "schedule \(schedule)")
             // Caught up: back on the shared log.
-            #expect(rig.worker.broadcast.slowQueue(rig.c) == nil)
+            #expect(BroadcastPath.slowQueue(rig.c) == nil)
         }
     }
 

@@ -20,10 +20,12 @@ final class BroadcastPath {
     private let table: ConnectionTable
     private let stats: WorkerStats
     private let config: ServerConfiguration
+    /// Strong: marking subscribers dirty is on the per-delivery path (no retain per call).
+    private let output: OutputFlusher
 
     /// The per-core broadcast queue: filled by the ingestion actor, drained here.
     let inbox = SPSCQueue<Unmanaged<BroadcastFrame>>()
-    let log = BroadcastLog()
+    let log: BroadcastLog
     let index = SubscriptionIndex()
     /// Connections whose socket is full (EV_WRITE watched).
     private(set) var blocked: [UInt32] = []
@@ -32,8 +34,10 @@ final class BroadcastPath {
     /// First log index drained in this pass (latency is measured after the flush).
     private var passFirstFrame: UInt64?
 
-    init(worker: Worker) {
+    init(worker: Worker, log: BroadcastLog, output: OutputFlusher) {
         self.worker = worker
+        self.log = log
+        self.output = output
         table = worker.table
         stats = worker.stats
         config = worker.config
@@ -103,7 +107,7 @@ final class BroadcastPath {
         if c.pointee.lastBatch == batchNumber { return }
         c.pointee.lastBatch = batchNumber
         if !c.pointee.lifecycle.acceptsOutgoingFrames { return }
-        if let queue = slowQueue(c) {
+        if let queue = Self.slowQueue(c) {
             worker.slowConsumers.append(c, queue, from: first)
             return
         }
@@ -119,17 +123,18 @@ final class BroadcastPath {
                 worker.slowConsumers.enforceBacklog(c)
             }
         } else {
-            worker.output.markDirty(c)
+            output.markDirty(c)
         }
     }
 
-    /// Whether the log entry is for this subscriber.
+    /// Whether the log entry is for this subscriber. Static, like the other per-connection
+    /// lookups here: they read the connection alone, and a call needs no object.
     @inline(__always)
-    func matches(_ c: UnsafeMutablePointer<Connection>, _ e: UnsafeMutablePointer<LogEntry>) -> Bool {
+    static func matches(_ c: UnsafeMutablePointer<Connection>, _ e: UnsafeMutablePointer<LogEntry>) -> Bool {
         if c.pointee.channelMask & (1 << e.pointee.channel) == 0 { return false }
         if e.pointee.seq <= c.pointee.minSeq { return false }
         if c.pointee.flags.contains(.filtered) && e.pointee.symbolHash != 0 {
-            return Subscription.contains(extras(c)!.subscription.symbolHashes, e.pointee.symbolHash)
+            return Subscription.contains(Self.extras(c)!.subscription.symbolHashes, e.pointee.symbolHash)
         }
         return true
     }
@@ -138,7 +143,7 @@ final class BroadcastPath {
     /// stream is "after everything pending now". Returns the seq to stamp on it.
     func placeControl(_ c: UnsafeMutablePointer<Connection>) -> UInt64 {
         if c.pointee.output.isEmpty {
-            if let queue = slowQueue(c) {
+            if let queue = Self.slowQueue(c) {
                 c.pointee.controlMark = queue.end
             } else {
                 c.pointee.controlMark = log.end
@@ -184,7 +189,7 @@ final class BroadcastPath {
         var backlog = 0
         for slot in blocked {
             let c = table.pointer(slot)
-            if let queue = slowQueue(c) {
+            if let queue = Self.slowQueue(c) {
                 backlog += queue.pendingBytes
             } else if c.pointee.flags.contains(.broadcastPending) {
                 backlog += Int(log.bytes(from: c.pointee.cursor)) - Int(c.pointee.cursorOffset)
@@ -196,7 +201,7 @@ final class BroadcastPath {
         var keepFrom = log.end - history
         for slot in blocked {
             let c = table.pointer(slot)
-            if c.pointee.flags.contains(.broadcastPending) && slowQueue(c) == nil {
+            if c.pointee.flags.contains(.broadcastPending) && Self.slowQueue(c) == nil {
                 keepFrom = min(keepFrom, c.pointee.cursor)
             }
         }
@@ -206,22 +211,22 @@ final class BroadcastPath {
     // MARK: - Per-connection state
 
     @inline(__always)
-    func extras(_ c: UnsafeMutablePointer<Connection>) -> ConnectionExtras? {
+    static func extras(_ c: UnsafeMutablePointer<Connection>) -> ConnectionExtras? {
         guard let raw = c.pointee.extras else { return nil }
         return Unmanaged<ConnectionExtras>.fromOpaque(raw).takeUnretainedValue()
     }
 
     func ensureExtras(_ c: UnsafeMutablePointer<Connection>) -> ConnectionExtras {
-        if let e = extras(c) { return e }
+        if let e = Self.extras(c) { return e }
         let e = ConnectionExtras()
         c.pointee.extras = Unmanaged.passRetained(e).toOpaque()
         return e
     }
 
     @inline(__always)
-    func slowQueue(_ c: UnsafeMutablePointer<Connection>) -> SlowConsumerQueue? {
+    static func slowQueue(_ c: UnsafeMutablePointer<Connection>) -> SlowConsumerQueue? {
         guard c.pointee.extras != nil else { return nil }
-        return extras(c)?.slowQueue
+        return Self.extras(c)?.slowQueue
     }
 
     func setSlowQueue(_ c: UnsafeMutablePointer<Connection>, _ queue: SlowConsumerQueue?) {
@@ -258,7 +263,7 @@ final class BroadcastPath {
         c.pointee.channelMask = subscription.channelMask
         if subscription.isEverything {
             c.pointee.flags.remove(.filtered)
-            if let e = extras(c) { e.subscription = .everything }
+            if let e = Self.extras(c) { e.subscription = .everything }
             releaseExtrasIfEmpty(c)
             index.add(c.pointee.slot, subscription, position: &c.pointee.indexPosition, extras: nil)
         } else {
@@ -277,15 +282,15 @@ final class BroadcastPath {
         guard c.pointee.flags.contains(.indexed) else { return }
         c.pointee.flags.remove(.indexed)
         index.remove(
-            c.pointee.slot, everythingPosition: c.pointee.indexPosition, extras: extras(c),
+            c.pointee.slot, everythingPosition: c.pointee.indexPosition, extras: Self.extras(c),
             setPosition: { slot, position in table.pointer(slot).pointee.indexPosition = position },
-            extrasOf: { slot in extras(table.pointer(slot)) }
+            extrasOf: { slot in Self.extras(table.pointer(slot)) }
         )
     }
 
     /// The subscription a connection has now.
     func currentSubscription(_ c: UnsafeMutablePointer<Connection>) -> Subscription {
-        if let e = extras(c), c.pointee.channelMask != Channel.allMask || c.pointee.flags.contains(.filtered) {
+        if let e = Self.extras(c), c.pointee.channelMask != Channel.allMask || c.pointee.flags.contains(.filtered) {
             return e.subscription
         }
         return c.pointee.channelMask == Channel.allMask ? .everything : Subscription(channelMask: c.pointee.channelMask, symbolHashes: [], symbols: [])

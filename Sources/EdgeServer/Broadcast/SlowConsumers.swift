@@ -10,13 +10,15 @@ import TradingStream
 /// resumes losslessly. Allocation here is per slow client, never on the fast path.
 final class SlowConsumers {
     private unowned(unsafe) let worker: Worker
-    private unowned(unsafe) let path: BroadcastPath
+    private let path: BroadcastPath
+    private let output: OutputFlusher
     private let stats: WorkerStats
     private let maxBacklogBytes: Int
 
-    init(worker: Worker) {
+    init(worker: Worker, path: BroadcastPath, output: OutputFlusher) {
         self.worker = worker
-        path = worker.broadcast
+        self.path = path
+        self.output = output
         stats = worker.stats
         maxBacklogBytes = worker.config.maxBacklogBytes
     }
@@ -30,7 +32,7 @@ final class SlowConsumers {
         var first = true
         while index < log.end {
             let e = log.entry(index)
-            if path.matches(c, e) { exact += Int(e.pointee.count) - (first ? Int(c.pointee.cursorOffset) : 0) }
+            if BroadcastPath.matches(c, e) { exact += Int(e.pointee.count) - (first ? Int(c.pointee.cursorOffset) : 0) }
             first = false
             index += 1
         }
@@ -54,7 +56,7 @@ final class SlowConsumers {
                 if hasControl && newMark == nil && index >= c.pointee.controlMark { newMark = queue.end }
                 let e = log.entry(index)
                 let partlyWritten = index == c.pointee.cursor && c.pointee.cursorOffset > 0
-                if path.matches(c, e) || partlyWritten {
+                if BroadcastPath.matches(c, e) || partlyWritten {
                     queue.append(e.pointee.frame, bytes: e.pointee.bytes, count: e.pointee.count, key: Self.conflationKey(e))
                     if partlyWritten { queue.consume(Int(c.pointee.cursorOffset)) }
                 }
@@ -76,7 +78,7 @@ final class SlowConsumers {
         var index = first
         while index < log.end {
             let e = log.entry(index)
-            if path.matches(c, e) {
+            if BroadcastPath.matches(c, e) {
                 queue.append(e.pointee.frame, bytes: e.pointee.bytes, count: e.pointee.count, key: Self.conflationKey(e))
             }
             index += 1
@@ -88,7 +90,7 @@ final class SlowConsumers {
         if queue.pendingBytes > maxBacklogBytes + queue.allowance {
             disconnect(c, queue)
         } else if !c.pointee.flags.contains(.writeBlocked) {
-            worker.output.markDirty(c)
+            output.markDirty(c)
         }
     }
 

@@ -11,17 +11,20 @@ final class StreamFlusher {
     static let maxIovecs = 1024   // IOV_MAX on Linux
 
     private unowned(unsafe) let worker: Worker
-    private unowned(unsafe) let path: BroadcastPath
+    /// The broadcast log (strong: it is read for every frame written).
+    private let log: BroadcastLog
     private let pool: BufferPool
     private let stats: WorkerStats
+    /// The socket write (see `OutputFlusher.Send`); set with the flusher's.
+    var send: OutputFlusher.Send = OutputFlusher.socketSend
     /// Per-reactor scratch: one iovec array for every connection.
     private let iovecs: UnsafeMutablePointer<iovec>
     /// Per iovec: the log index it writes, or UInt64.max for a connection's own bytes.
     private let iovKinds: UnsafeMutablePointer<UInt64>
 
-    init(worker: Worker) {
+    init(worker: Worker, log: BroadcastLog) {
         self.worker = worker
-        path = worker.broadcast
+        self.log = log
         pool = worker.pool
         stats = worker.stats
         iovecs = .allocate(capacity: Self.maxIovecs)
@@ -36,9 +39,7 @@ final class StreamFlusher {
     /// Writes what the subscriber has pending. Returns false if the connection was closed.
     @discardableResult
     func flush(_ c: UnsafeMutablePointer<Connection>) -> Bool {
-        if let queue = path.slowQueue(c) { return flushSlowQueue(c, queue) }
-        let log = path.log
-        let send = worker.output.send
+        if let queue = BroadcastPath.slowQueue(c) { return flushSlowQueue(c, queue) }
         let fd = c.pointee.fd
         let sessionOpen = c.pointee.lifecycle.acceptsOutgoingFrames
         while true {
@@ -63,7 +64,7 @@ final class StreamFlusher {
                 }
                 if !pending || index >= limit { break }
                 let e = log.entry(index)
-                if path.matches(c, e) {
+                if BroadcastPath.matches(c, e) {
                     let length = Int(e.pointee.count) - offset
                     iovecs[n] = iovec(iov_base: e.pointee.bytes + offset, iov_len: length)
                     iovKinds[n] = index
@@ -82,7 +83,7 @@ final class StreamFlusher {
             if written < 0 {
                 let err = errno
                 if err == EINTR { continue }
-                if err == EAGAIN { worker.output.setWriteWatch(c, true); return true }
+                if err == EAGAIN { watchWrites(c, true); return true }
                 worker.lifecycle.writeFailed(c, errno: err)
                 return false
             }
@@ -135,11 +136,17 @@ final class StreamFlusher {
                 stats.messagesSent.bump(sent)
                 c.pointee.flags.insert(.sentBroadcast)
             }
-            worker.output.setWriteWatch(c, true)
+            watchWrites(c, true)
             return true
         }
-        worker.output.setWriteWatch(c, false)
+        watchWrites(c, false)
         return true
+    }
+
+    /// EV_WRITE on or off; the flusher is called only when that changes (rarely).
+    @inline(__always)
+    private func watchWrites(_ c: UnsafeMutablePointer<Connection>, _ on: Bool) {
+        if c.pointee.flags.contains(.writeBlocked) != on { worker.output.setWriteWatch(c, on) }
     }
 
     /// Everything up to `index` has been written or skipped.
@@ -147,14 +154,13 @@ final class StreamFlusher {
     private func finishScan(_ c: UnsafeMutablePointer<Connection>, at index: UInt64) {
         c.pointee.cursor = index
         c.pointee.cursorOffset = 0
-        if index >= path.log.end || !c.pointee.lifecycle.acceptsOutgoingFrames {
+        if index >= log.end || !c.pointee.lifecycle.acceptsOutgoingFrames {
             c.pointee.flags.remove(.broadcastPending)
         }
     }
 
     /// The slow consumer's private queue, written like the log (own messages at their mark).
     private func flushSlowQueue(_ c: UnsafeMutablePointer<Connection>, _ queue: SlowConsumerQueue) -> Bool {
-        let send = worker.output.send
         let fd = c.pointee.fd
         while true {
             queue.skipDead()
@@ -195,7 +201,7 @@ final class StreamFlusher {
             if written < 0 {
                 let err = errno
                 if err == EINTR { continue }
-                if err == EAGAIN { worker.output.setWriteWatch(c, true); return true }
+                if err == EAGAIN { watchWrites(c, true); return true }
                 worker.lifecycle.writeFailed(c, errno: err)
                 return false
             }
@@ -215,16 +221,16 @@ final class StreamFlusher {
                 if left > 0 { queue.consume(left) }
             }
             if written < total {
-                worker.output.setWriteWatch(c, true)
+                watchWrites(c, true)
                 return true
             }
         }
         if queue.isEmpty && c.pointee.output.isEmpty {
             // Caught up: back to the shared log.
-            path.setSlowQueue(c, nil)
+            worker.broadcast.setSlowQueue(c, nil)
             c.pointee.flags.remove(.broadcastPending)
         }
-        worker.output.setWriteWatch(c, false)
+        watchWrites(c, false)
         return true
     }
 

@@ -59,6 +59,7 @@ struct HTTPRequest {
 /// request may follow (keep-alive) or the connection closes after this one.
 final class HTTPEndpoint {
     private unowned(unsafe) let worker: Worker
+    private let output: OutputFlusher
     private let pool: BufferPool
     private let stats: WorkerStats
     private let config: ServerConfiguration
@@ -67,8 +68,9 @@ final class HTTPEndpoint {
     /// Most pipelined publishes handed to the publisher in one trip.
     static let maxPublishBatch = 1024
 
-    init(worker: Worker) {
+    init(worker: Worker, output: OutputFlusher) {
         self.worker = worker
+        self.output = output
         pool = worker.pool
         stats = worker.stats
         config = worker.config
@@ -113,7 +115,7 @@ final class HTTPEndpoint {
                     c.pointee.bodyRemaining = total - rest.count
                     if head.expectContinue && head.keepAlive && rest.count == head.headLength && !c.pointee.flags.contains(.continueSent) {
                         c.pointee.flags.insert(.continueSent)
-                        worker.output.enqueue(c, UnsafeRawBufferPointer(staticString: "HTTP/1.1 100 Continue\r\n\r\n"))
+                        output.enqueue(c, UnsafeRawBufferPointer(staticString: "HTTP/1.1 100 Continue\r\n\r\n"))
                     }
                     break
                 }
@@ -286,7 +288,7 @@ final class HTTPEndpoint {
             headOnly: request?.head.method == .head, cors: corsOrigin(request), date: worker.clock.httpDate,
             into: &c.pointee.output
         )
-        worker.output.afterEnqueue(c)
+        output.afterEnqueue(c)
         worker.lifecycle.apply(c, c.pointee.lifecycle.requestAnswered(keepAlive: keepAlive))
     }
 
@@ -352,7 +354,7 @@ final class HTTPEndpoint {
                                metadata: ["conn": "\(c.pointee.id)", "peer": "\(c.pointee.peer.description)", "path": "\(request.pathString)"])
         }
         if endpoint == .stream { worker.stream.opened(c, request) }
-        worker.output.markDirty(c)
+        output.markDirty(c)
     }
 }
 

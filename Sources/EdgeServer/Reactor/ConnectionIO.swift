@@ -9,14 +9,16 @@ import WireProtocol
 /// read leaves unconsumed (a partial head or frame header) is kept per connection.
 final class ConnectionIO {
     private unowned(unsafe) let worker: Worker
+    private let output: OutputFlusher
     private let table: ConnectionTable
     private let pool: BufferPool
     /// One read buffer for every connection of the reactor.
     private let readBuffer: UnsafeMutableRawPointer
     private let readBufferSize: Int
 
-    init(worker: Worker) {
+    init(worker: Worker, output: OutputFlusher) {
         self.worker = worker
+        self.output = output
         table = worker.table
         pool = worker.pool
         readBufferSize = worker.config.readBufferBytes
@@ -36,7 +38,7 @@ final class ConnectionIO {
         // A stale event for a connection closed earlier in this pass.
         guard c.pointee.isLive else { return }
         if revents & TW_EV_WRITE != 0 {
-            worker.output.markDirty(c)
+            output.markDirty(c)
         }
         if revents & TW_EV_READ != 0 {
             onReadable(c)
@@ -77,7 +79,7 @@ final class ConnectionIO {
                 c.pointee.input.append(UnsafeRawBufferPointer(buffer), pool: pool)
             }
             if n == 0 {
-                let t = c.pointee.lifecycle.peerClosedInput(outputPending: worker.output.hasPendingOutput(c))
+                let t = c.pointee.lifecycle.peerClosedInput(outputPending: output.hasPendingOutput(c))
                 worker.lifecycle.apply(c, t)
             } else if err != EAGAIN && err != EINTR {
                 worker.lifecycle.readFailed(c, errno: err)

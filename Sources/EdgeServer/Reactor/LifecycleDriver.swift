@@ -11,6 +11,9 @@ import WireProtocol
 /// the pass finds its connection gone.
 final class LifecycleDriver {
     private unowned(unsafe) let worker: Worker
+    private let timers: ConnectionTimers
+    private let output: OutputFlusher
+    private let broadcast: BroadcastPath
     private let table: ConnectionTable
     private let pool: BufferPool
     private let stats: WorkerStats
@@ -18,8 +21,11 @@ final class LifecycleDriver {
     /// Connections closed during this pass, freed after it.
     private var closed: [UInt32] = []
 
-    init(worker: Worker) {
+    init(worker: Worker, timers: ConnectionTimers, output: OutputFlusher, broadcast: BroadcastPath) {
         self.worker = worker
+        self.timers = timers
+        self.output = output
+        self.broadcast = broadcast
         table = worker.table
         pool = worker.pool
         stats = worker.stats
@@ -35,9 +41,7 @@ final class LifecycleDriver {
             closeSocket(c)
             return
         }
-        let timers = worker.timers!
-        let output = worker.output!
-        if a.contains(.stopBroadcasts) { worker.broadcast.leaveIndex(c) }
+        if a.contains(.stopBroadcasts) { broadcast.leaveIndex(c) }
         if a.contains(.cancelRequestDeadline) { timers.cancelRequest(c) }
         if a.contains(.cancelSessionTimers) { timers.cancelSession(c) }
         if a.contains(.armRequestDeadline) { timers.armRequest(c) }
@@ -69,7 +73,7 @@ final class LifecycleDriver {
 
     /// We close the connection (idle timeout, shutdown, slow consumer, policy).
     func close(_ c: UnsafeMutablePointer<Connection>, _ cause: ConnectionLifecycle.CloseCause, reason: String) {
-        let t = c.pointee.lifecycle.close(cause, outputPending: worker.output.hasPendingOutput(c))
+        let t = c.pointee.lifecycle.close(cause, outputPending: output.hasPendingOutput(c))
         apply(c, t, reason: reason)
     }
 
@@ -132,12 +136,12 @@ final class LifecycleDriver {
     private func closeSocket(_ c: UnsafeMutablePointer<Connection>) {
         guard c.pointee.isLive else { return }
         ev_io_stop(worker.loop.raw, &c.pointee.io)
-        worker.timers.cancelAll(c)
+        timers.cancelAll(c)
         if c.pointee.flags.contains(.writeBlocked) {
             c.pointee.flags.remove(.writeBlocked)
-            worker.broadcast.removeBlocked(c)
+            broadcast.removeBlocked(c)
         }
-        worker.broadcast.releaseState(c)
+        broadcast.releaseState(c)
         Glibc.close(c.pointee.fd)
         c.pointee.fd = -1
         stats.socketsOpen.bump(-1)

@@ -13,21 +13,29 @@ import WireProtocol
 /// bookkeeping with a send that accepts exactly the bytes they choose.
 final class OutputFlusher {
     /// Writes the iovecs to the socket; returns the bytes written, or -1 with errno set.
-    typealias Send = (_ fd: Int32, _ iovecs: UnsafeMutablePointer<iovec>, _ count: Int) -> Int
+    /// A C function pointer: a plain value, so calling it costs no reference counting.
+    typealias Send = @convention(c) (_ fd: Int32, _ iovecs: UnsafeMutablePointer<iovec>?, _ count: Int) -> Int
+    static let socketSend: Send = { fd, iovecs, count in Socket.send(fd, iovecs!, count: count) }
 
     private unowned(unsafe) let worker: Worker
     private let table: ConnectionTable
     private let pool: BufferPool
     private let stats: WorkerStats
     private let maxOutputBytes: Int
-    var send: Send = { fd, iovecs, count in Socket.send(fd, iovecs, count: count) }
+    /// Strong: a stream subscriber's flush goes through it on every pass it is dirty.
+    private let streamFlusher: StreamFlusher
+    /// The socket write, for both this flusher and the stream flusher (tests replace it).
+    var send: Send = OutputFlusher.socketSend {
+        didSet { streamFlusher.send = send }
+    }
 
     /// Connections with output to flush at the end of this pass.
     private var dirty: [UInt32] = []
     private let single = UnsafeMutablePointer<iovec>.allocate(capacity: 1)
 
-    init(worker: Worker) {
+    init(worker: Worker, streamFlusher: StreamFlusher) {
         self.worker = worker
+        self.streamFlusher = streamFlusher
         table = worker.table
         pool = worker.pool
         stats = worker.stats
@@ -102,7 +110,7 @@ final class OutputFlusher {
     /// Output for the peer, queued or pending from the broadcast path.
     @inline(__always)
     func hasPendingOutput(_ c: UnsafeMutablePointer<Connection>) -> Bool {
-        !c.pointee.output.isEmpty || c.pointee.flags.contains(.broadcastPending) || worker.broadcast.slowQueue(c) != nil
+        !c.pointee.output.isEmpty || c.pointee.flags.contains(.broadcastPending) || BroadcastPath.slowQueue(c) != nil
     }
 
     // MARK: - Flushing
@@ -122,7 +130,7 @@ final class OutputFlusher {
 
     func flush(_ c: UnsafeMutablePointer<Connection>) {
         if c.pointee.endpoint == .stream {
-            guard worker.streamFlusher.flush(c) else { return }
+            guard streamFlusher.flush(c) else { return }
             if !hasPendingOutput(c) { outputDrained(c) }
             return
         }
@@ -151,6 +159,7 @@ final class OutputFlusher {
 
     /// Everything queued is out: reading resumes if it was paused for backpressure, and
     /// the lifecycle hears of it (a closing connection shuts its side down now).
+    @inline(__always)
     private func outputDrained(_ c: UnsafeMutablePointer<Connection>) {
         if c.pointee.flags.contains(.readPaused) {
             c.pointee.flags.remove(.readPaused)

@@ -78,17 +78,25 @@ final class Worker: @unchecked Sendable {
         logger[metadataKey: "worker"] = "\(index)"
         self.logger = logger
 
-        timers = ConnectionTimers(worker: self)
-        output = OutputFlusher(worker: self)
-        lifecycle = LifecycleDriver(worker: self)
-        broadcast = BroadcastPath(worker: self)
-        streamFlusher = StreamFlusher(worker: self)
-        slowConsumers = SlowConsumers(worker: self)
+        // Made in dependency order: a part holds strong references to the parts it calls on
+        // the per-message path (so those calls cost no reference counting), and reaches any
+        // other through the worker. Those references never form a cycle.
+        let log = BroadcastLog()
+        let timers = ConnectionTimers(worker: self)
+        let streamFlusher = StreamFlusher(worker: self, log: log)
+        let output = OutputFlusher(worker: self, streamFlusher: streamFlusher)
+        let broadcast = BroadcastPath(worker: self, log: log, output: output)
+        self.timers = timers
+        self.streamFlusher = streamFlusher
+        self.output = output
+        self.broadcast = broadcast
+        slowConsumers = SlowConsumers(worker: self, path: broadcast, output: output)
+        lifecycle = LifecycleDriver(worker: self, timers: timers, output: output, broadcast: broadcast)
         acceptor = Acceptor(worker: self, listenFd: listenFd)
-        io = ConnectionIO(worker: self)
-        http = HTTPEndpoint(worker: self)
-        webSocket = WebSocketEndpoint(worker: self)
-        stream = StreamEndpoint(worker: self)
+        io = ConnectionIO(worker: self, output: output)
+        http = HTTPEndpoint(worker: self, output: output)
+        webSocket = WebSocketEndpoint(worker: self, output: output)
+        stream = StreamEndpoint(worker: self, path: broadcast, output: output)
 
         loop.setOwner(self)
         tw_ev_async_init(asyncWatcher, { loop, _, _ in

@@ -7,7 +7,8 @@ import WireProtocol
 /// client messages (Ping, Subscribe, Unsubscribe), resume, and per-connection errors.
 final class StreamEndpoint {
     private unowned(unsafe) let worker: Worker
-    private unowned(unsafe) let path: BroadcastPath
+    private let path: BroadcastPath
+    private let output: OutputFlusher
     private let stats: WorkerStats
     private let config: ServerConfiguration
     private let context: ServerContext
@@ -16,9 +17,10 @@ final class StreamEndpoint {
     private var invalidLogCount = 0
     private var invalidLogSuppressed = 0
 
-    init(worker: Worker) {
+    init(worker: Worker, path: BroadcastPath, output: OutputFlusher) {
         self.worker = worker
-        path = worker.broadcast
+        self.path = path
+        self.output = output
         stats = worker.stats
         config = worker.config
         context = worker.context
@@ -65,7 +67,7 @@ final class StreamEndpoint {
             sendConfirmation(c, resumed: nil, seq: stamp)
         }
         if let problem { sendError(c, code: problem.code, message: problem.message, details: problem.details) }
-        worker.output.markDirty(c)
+        output.markDirty(c)
     }
 
     /// A message from a `/ws` client (FR-WEBSOCKET-006 for the errors).
@@ -286,11 +288,11 @@ final class StreamEndpoint {
         let from = log.firstIndex(afterSeq: since)
         c.pointee.minSeq = since
         var replayed = 0
-        if !c.pointee.flags.contains(.sentBroadcast) && path.slowQueue(c) == nil {
+        if !c.pointee.flags.contains(.sentBroadcast) && BroadcastPath.slowQueue(c) == nil {
             // Nothing sent live yet: rewind the cursor; the confirmation goes first.
             var index = from
             while index < log.end {
-                if path.matches(c, log.entry(index)) { replayed += 1 }
+                if BroadcastPath.matches(c, log.entry(index)) { replayed += 1 }
                 index += 1
             }
             c.pointee.cursor = from
@@ -302,7 +304,7 @@ final class StreamEndpoint {
             // Frames already went out live: replay the ones from before this stream began
             // through the connection's own queue, ahead of anything still pending.
             let queue = SlowConsumerQueue()
-            let existing = path.slowQueue(c)
+            let existing = BroadcastPath.slowQueue(c)
             var pendingFrom = log.end
             if existing == nil && c.pointee.flags.contains(.broadcastPending) {
                 pendingFrom = c.pointee.cursor
@@ -319,7 +321,7 @@ final class StreamEndpoint {
             var replayBytes = 0
             while index < to {
                 let e = log.entry(index)
-                if path.matches(c, e) {
+                if BroadcastPath.matches(c, e) {
                     queue.append(e.pointee.frame, bytes: e.pointee.bytes, count: e.pointee.count, key: 0)
                     replayed += 1
                     replayBytes += Int(e.pointee.count)
@@ -329,7 +331,7 @@ final class StreamEndpoint {
             index = max(pendingFrom, to)
             while index < log.end {
                 let e = log.entry(index)
-                if path.matches(c, e) {
+                if BroadcastPath.matches(c, e) {
                     let key = Channel(rawValue: e.pointee.channel)!.isConflatable ? e.pointee.conflationKey : 0
                     queue.append(e.pointee.frame, bytes: e.pointee.bytes, count: e.pointee.count, key: key)
                 }
@@ -346,7 +348,7 @@ final class StreamEndpoint {
             c.pointee.controlSeq = since
         }
         stats.resumesRecovered.bump()
-        worker.output.markDirty(c)
+        output.markDirty(c)
         return (true, replayed)
     }
 
@@ -359,7 +361,7 @@ final class StreamEndpoint {
         if let data { envelope.data(data) }
         if let message { envelope.message(message) }
         envelope.end(timestampMilliseconds: worker.clock.wall)
-        envelope.bytes.withUnsafeBytes { worker.output.enqueueFrame(c, .text, $0, placeInStream: false) }
+        envelope.bytes.withUnsafeBytes { output.enqueueFrame(c, .text, $0, placeInStream: false) }
         stats.messagesSent.bump()
     }
 

@@ -8,11 +8,13 @@ import WireProtocol
 /// reports the peer's Close or a protocol failure to the connection's lifecycle.
 final class WebSocketEndpoint {
     private unowned(unsafe) let worker: Worker
+    private let output: OutputFlusher
     private let pool: BufferPool
     private let stats: WorkerStats
 
-    init(worker: Worker) {
+    init(worker: Worker, output: OutputFlusher) {
         self.worker = worker
+        self.output = output
         pool = worker.pool
         stats = worker.stats
     }
@@ -41,7 +43,7 @@ final class WebSocketEndpoint {
                 if !c.pointee.lifecycle.decodesFrames { return buffer.count }
             case let .sendPong(start, count):
                 if c.pointee.lifecycle.acceptsOutgoingFrames {
-                    worker.output.enqueueFrame(c, .pong, UnsafeRawBufferPointer(start: buffer.baseAddress! + start, count: count))
+                    output.enqueueFrame(c, .pong, UnsafeRawBufferPointer(start: buffer.baseAddress! + start, count: count))
                 }
             case .pongReceived:
                 break
@@ -71,7 +73,7 @@ final class WebSocketEndpoint {
         guard c.pointee.lifecycle.acceptsOutgoingFrames else { return }
         switch c.pointee.endpoint {
         case .echo:
-            worker.output.enqueueFrame(c, opcode, payload)
+            output.enqueueFrame(c, opcode, payload)
             stats.messagesSent.bump()
         case .stream:
             worker.stream.onClientMessage(c, opcode, payload)
