@@ -499,13 +499,3 @@ public actor TickwireClient: AsyncSequence {
         sync.setResumePointForTesting(epoch: epoch, seq: seq)
     }
 }
-
-extension MessageCodec {
-    func encodeMessageOrThrow(type: String, data: (any Encodable & Sendable)?) throws(TickwireClientError) -> [UInt8] {
-        do {
-            return try encodeMessage(type: type, data: data)
-        } catch {
-            throw .encodingFailed("\(error)")
-        }
-    }
-}

@@ -78,3 +78,13 @@ enum DecodingProblem {
         }
     }
 }
+
+extension MessageCodec {
+    func encodeMessageOrThrow(type: String, data: (any Encodable & Sendable)?) throws(TickwireClientError) -> [UInt8] {
+        do {
+            return try encodeMessage(type: type, data: data)
+        } catch {
+            throw .encodingFailed("\(error)")
+        }
+    }
+}
