@@ -27,11 +27,11 @@ import Testing
     /// utf8: after a failure, feeding an empty piece returned true (accepted).
     @Test func emptyFeedAfterAFailureStaysFailed() {
         var v = UTF8Validator()
-        #expect(!v.feed([0xCD, 0xCF]))
-        #expect(!v.feed([]))
-        let empty: [UInt8] = [0x61]
-        let accepted = empty.withUnsafeBytes { v.feed(UnsafeRawBufferPointer(rebasing: $0[1...])) }
-        #expect(!accepted)
+        let invalid = v.feed([0xCD, 0xCF])
+        let emptyArray = v.feed([])
+        let bytes: [UInt8] = [0x61]
+        let emptySlice = bytes.withUnsafeBytes { v.feed(UnsafeRawBufferPointer(rebasing: $0[1...])) }
+        #expect(!invalid && !emptyArray && !emptySlice)
         #expect(v.hasFailed && !v.isComplete)
     }
 
