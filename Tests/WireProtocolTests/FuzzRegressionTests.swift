@@ -9,10 +9,10 @@ import Testing
     @Test(arguments: [1, 7, 64, 10_000])
     func garbagePastTheLimitIsAMalformedRequestLineInAnyChunking(chunk: Int) {
         let limits = HTTPLimits(maxHeadBytes: 96, maxHeaderCount: 3)
-        let noSpace = "|~6%" + String(repeating: "x", count: 120) + "\r\n"
+        let notAToken = "|~6%" + String(repeating: "\u{BB}", count: 60) + "\r\n"   // the fuzzer's input, shortened
         let tlsHello = "\u{16}\u{03}\u{01}" + String(repeating: "x", count: 120)
         let noVersion = "255555555+rrrr\r\n" + String(repeating: "y", count: 120)
-        for garbage in [noSpace, tlsHello, noVersion] {
+        for garbage in [notAToken, tlsHello, noVersion] {
             let whole = Array(garbage.utf8).withUnsafeBytes { HTTPHeadParser.parse($0, limits: limits) }
             #expect(whole == .failure(.malformedRequestLine), "\(garbage.prefix(20).debugDescription)")
             #expect(parseIncrementally(garbage, chunk: chunk, limits: limits).0 == .failure(.malformedRequestLine))
