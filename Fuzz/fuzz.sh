@@ -30,12 +30,15 @@ modules_of() {
     esac
 }
 
-# build_module NAME: Sources/NAME as an instrumented object plus its .swiftmodule, when stale.
+# build_module NAME [DEPENDENCY...]: Sources/NAME as an instrumented object plus its
+# .swiftmodule, when its sources, this script or a dependency's object are newer.
 build_module() {
     local name=$1 object=$OUT/modules/$1.o
-    local sources
+    shift
+    local sources deps=() d
+    for d in "$@"; do deps+=("$OUT/modules/$d.o"); done
     mapfile -t sources < <(find "Sources/$name" -name '*.swift' | sort)
-    if [ -e "$object" ] && [ -z "$(find "Sources/$name" Fuzz/fuzz.sh -newer "$object" -print -quit)" ]; then return 0; fi
+    if [ -e "$object" ] && [ -z "$(find "Sources/$name" Fuzz/fuzz.sh "${deps[@]}" -newer "$object" -print -quit)" ]; then return 0; fi
     echo "fuzz: compiling $name"
     "$SWIFTC" "${SWIFT_FLAGS[@]}" -parse-as-library -wmo -module-name "$name" \
         -emit-module -emit-module-path "$OUT/modules/$name.swiftmodule" -c -o "$object" "${sources[@]}"
@@ -47,7 +50,7 @@ build() {
     ((${#targets[@]})) || targets=("${ALL_TARGETS[@]}")
     mkdir -p "$OUT/modules" "$OUT/bin"
     build_module WireProtocol
-    build_module TradingStream
+    build_module TradingStream WireProtocol
     local t m objects
     for t in "${targets[@]}"; do
         objects=()
