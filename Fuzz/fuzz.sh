@@ -42,6 +42,7 @@ build_module() {
     echo "fuzz: compiling $name"
     "$SWIFTC" "${SWIFT_FLAGS[@]}" -parse-as-library -wmo -module-name "$name" \
         -emit-module -emit-module-path "$OUT/modules/$name.swiftmodule" -c -o "$object" "${sources[@]}"
+    touch "$object"   # swiftc leaves an unchanged output untouched, which would look stale next time
 }
 
 # build [TARGET...]: the modules, then each target (all by default) whose inputs changed.
