@@ -5,13 +5,19 @@ RELEASE_BIN  := $(BUILD_DIR)/release/tickwire
 DEBUG_BIN    := $(BUILD_DIR)/debug/tickwire
 PORT         ?= 8080
 RUN_FLAGS    ?=
+# The project's virtualenv (made by `make deps`): every Python tool runs from it.
+VENV         ?= .venv
+PYTHON       := $(VENV)/bin/python
+# libFuzzer targets (Fuzz/): seconds per target for `make fuzz`, and within `make test`.
+FUZZ_SECONDS ?= 300
+FUZZ_TEST_SECONDS ?= 15
 
-.PHONY: all deps build release run test unit conformance bench bench-quick clean
+.PHONY: all deps build release run test unit conformance fuzz fuzz-build bench bench-quick profile clean
 
 all: build
 
 deps:
-	@scripts/deps.sh
+	@VENV=$(VENV) scripts/deps.sh
 
 build: deps
 	$(SWIFT) build
@@ -22,15 +28,17 @@ release: deps
 run: release
 	$(RELEASE_BIN) --port $(PORT) $(RUN_FLAGS)
 
-# Unit and integration tests (real sockets on loopback), Autobahn conformance, the
-# deployment files through their real validators, and the dashboard in headless Chromium.
+# Unit and integration tests (real sockets on loopback), Autobahn conformance, every
+# parser under libFuzzer for a short while, the deployment files through their real
+# validators, and the dashboard in headless Chromium.
 # (validate-deploy runs first: it also installs promtool, which the metrics tests use.)
 test: deps
 	scripts/validate-deploy.sh
 	$(SWIFT) build
 	$(SWIFT) test
-	python3 scripts/conformance.py $(DEBUG_BIN) $(BUILD_DIR)/conformance
-	scripts/browser-test.sh $(DEBUG_BIN)
+	$(PYTHON) scripts/conformance.py $(DEBUG_BIN) $(BUILD_DIR)/conformance
+	Fuzz/fuzz.sh run $(FUZZ_TEST_SECONDS)
+	VENV=$(VENV) scripts/browser-test.sh $(DEBUG_BIN)
 
 unit: deps
 	$(SWIFT) build
@@ -38,15 +46,30 @@ unit: deps
 
 # Autobahn TestSuite sections 1-10 against /echo (kosoku), on a release build.
 conformance: release
-	python3 scripts/conformance.py $(RELEASE_BIN) $(BUILD_DIR)/conformance
+	$(PYTHON) scripts/conformance.py $(RELEASE_BIN) $(BUILD_DIR)/conformance
+
+# Every libFuzzer target for FUZZ_SECONDS each, one after the other (Fuzz/README.md).
+# FUZZ_TARGETS="http-head utf8" picks some.
+fuzz: deps
+	Fuzz/fuzz.sh run $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+fuzz-build: deps
+	Fuzz/fuzz.sh build
 
 # Tickwire beside the kernel-floor server, same generator, pinned CPUs; reports, never fails
 # on a number. Results: $(BUILD_DIR)/bench/summary.md and one JSON file per run.
+# BASELINE=path/to/an/earlier/tickwire adds that build to every scenario, alternated.
 bench: release
-	python3 scripts/bench.py --out $(BUILD_DIR)/bench
+	$(PYTHON) scripts/bench.py --out $(BUILD_DIR)/bench $(if $(BASELINE),--baseline $(BASELINE))
 
 bench-quick: release
-	python3 scripts/bench.py --quick --out $(BUILD_DIR)/bench-quick
+	$(PYTHON) scripts/bench.py --quick --out $(BUILD_DIR)/bench-quick
+
+# User-space instructions per broadcast delivery under callgrind (repeatable to a fraction of
+# a percent, unlike wall-clock numbers); BASELINE=... compares with an earlier build.
+profile: release
+	@VENV=$(VENV) EXTRA_DEBIAN="valgrind binutils" scripts/deps.sh
+	$(PYTHON) scripts/profile.py $(RELEASE_BIN) $(BASELINE)
 
 clean:
-	rm -rf $(BUILD_DIR)
+	rm -rf $(BUILD_DIR) .build-fuzz

@@ -4,7 +4,7 @@
 #   scripts/browser-test.sh <path-to-tickwire-binary>
 #
 # 1. installs what it needs, skipping what is present (Debian: chromium, chromium-driver,
-#    node-typescript; PyPI: selenium, pytest),
+#    node-typescript; selenium and pytest in the project's virtualenv, through deps.sh),
 # 2. type-checks tickwire.d.ts with Tests/Browser/typecheck/usage.ts (tsc --strict),
 # 3. runs the client's unit tests (node --test Tests/Browser/),
 # 4. starts the binary on a free loopback port and runs pytest on Tests/Browser, which
@@ -19,11 +19,7 @@ fi
 binary=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
 cd "$(dirname "$0")/.."
 
-# selenium 4.52.0 pins a certifi newer than the package index here offers; 4.51.0 installs.
-selenium_version=4.51.0
 debian_packages=(chromium chromium-driver node-typescript)
-python3 -m pip --version >/dev/null 2>&1 || debian_packages+=(python3-pip)
-
 missing=()
 for p in "${debian_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -35,23 +31,10 @@ if ((${#missing[@]})); then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-pip_install() {
-    local err
-    err=$(python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "$@" 2>&1) && return 0
-    # Debian's own python3 refuses pip installs outside a venv (PEP 668); these are test tools.
-    if grep -q externally-managed <<<"$err"; then
-        python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --break-system-packages "$@"
-    else
-        echo "$err" >&2
-        return 1
-    fi
-}
-have_selenium=$(python3 -c 'import selenium; print(selenium.__version__)' 2>/dev/null || true)
-if [ "$have_selenium" != "$selenium_version" ]; then
-    echo "browser-test: installing selenium==$selenium_version"
-    pip_install "selenium==$selenium_version"
-fi
-python3 -c 'import pytest' 2>/dev/null || { echo "browser-test: installing pytest"; pip_install pytest; }
+# selenium and pytest come from the project's virtualenv, which deps.sh keeps at its pins.
+VENV=${VENV:-.venv}
+VENV="$VENV" scripts/deps.sh
+python=$VENV/bin/python
 
 echo "browser-test: tsc --noEmit -p Tests/Browser/typecheck"
 tsc --noEmit -p Tests/Browser/typecheck
@@ -81,7 +64,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$("$python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 server_args=("$binary" --host 127.0.0.1 --port "$port" --workers 2)
 server_cmd=$(printf '%q ' "${server_args[@]}") # for the tests' restart (shlex-split there)
 echo "browser-test: starting $server_cmd"
@@ -91,7 +74,7 @@ echo $! >"$pidfile"
 
 url="http://127.0.0.1:$port"
 for _ in $(seq 200); do
-    if python3 -c "import urllib.request,sys; urllib.request.urlopen('$url/health', timeout=1)" 2>/dev/null; then
+    if "$python" -c "import urllib.request,sys; urllib.request.urlopen('$url/health', timeout=1)" 2>/dev/null; then
         break
     fi
     kill -0 "$(cat "$pidfile")" 2>/dev/null || { echo "browser-test: server exited at start-up" >&2; exit 1; }
@@ -100,7 +83,7 @@ done
 
 mkdir -p .build/browser
 set +e
-python3 -m pytest Tests/Browser -v -p no:cacheprovider \
+"$python" -m pytest Tests/Browser -v -p no:cacheprovider \
     --server-url "$url" --server-cmd "$server_cmd" --server-pidfile "$pidfile" \
     --screenshot .build/browser/dashboard.png
 status=$?

@@ -4,6 +4,8 @@
 Starts the given tickwire binary with --echo, runs kosoku's fuzzing client against it,
 reads the JSON report and prints a per-section table. Fails (exit 1) unless every case
 is OK or INFORMATIONAL: no FAILED, no NON-STRICT, no UNIMPLEMENTED.
+
+    .venv/bin/python scripts/conformance.py <tickwire-binary> [<report-dir>]
 """
 import collections
 import json
@@ -39,7 +41,10 @@ def main():
         if not wait_for_port(port):
             print("conformance: server did not start", file=sys.stderr)
             return 1
-        kosoku = shutil.which("kosoku") or "kosoku"
+        # kosoku lives in the project's virtualenv, beside the interpreter running this script.
+        kosoku = os.path.join(os.path.dirname(sys.executable), "kosoku")
+        if not os.path.exists(kosoku):
+            kosoku = shutil.which("kosoku") or "kosoku"
         run = subprocess.run(
             [kosoku, "-m", "fuzzingclient", f"ws://127.0.0.1:{port}/echo",
              "-x", "12.*", "-x", "13.*", "-o", outdir],

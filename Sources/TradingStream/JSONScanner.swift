@@ -126,7 +126,10 @@ public struct JSONScanner {
             case UInt8(ascii: "u"):
                 var scalar = hex4(bytes, i)
                 i += 4
-                if (0xD800...0xDBFF).contains(scalar), i + 6 <= inner.upperBound, bytes[i] == UInt8(ascii: "\\") {
+                // A high surrogate pairs only with a following \u escape (not \" or \n: their
+                // next four bytes are not hex digits).
+                if (0xD800...0xDBFF).contains(scalar), i + 6 <= inner.upperBound,
+                   bytes[i] == UInt8(ascii: "\\"), bytes[i + 1] == UInt8(ascii: "u") {
                     let low = hex4(bytes, i + 2)
                     if (0xDC00...0xDFFF).contains(low) {
                         scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
@@ -150,12 +153,15 @@ public struct JSONScanner {
             let c = bytes[i]
             if c == UInt8(ascii: "-") { negative = true; continue }
             guard c >= 48 && c <= 57 else { return nil }
+            // Accumulated toward the sign (the '-' comes first), so that Int64.min, whose
+            // magnitude no positive Int64 holds, converts too.
+            let digit = Int64(c - 48)
             let (m, o1) = result.multipliedReportingOverflow(by: 10)
-            let (a, o2) = m.addingReportingOverflow(Int64(c - 48))
+            let (a, o2) = negative ? m.subtractingReportingOverflow(digit) : m.addingReportingOverflow(digit)
             if o1 || o2 { return nil }
             result = a
         }
-        return negative ? -result : result
+        return result
     }
 
     /// A number value as a Double.
@@ -267,7 +273,11 @@ public struct JSONScanner {
             }
             if c < 0x20 { throw error("control character in string") }
             if c == UInt8(ascii: "\\") {
-                if !utf8.feed(UnsafeRawBufferPointer(rebasing: bytes[runStart..<position])) { throw error("invalid UTF-8 in string") }
+                // The run before an escape must end on a code point: a multi-byte sequence
+                // cut by a backslash is not UTF-8 (RFC 8259 §8.1), even if it resumes after it.
+                if !utf8.feed(UnsafeRawBufferPointer(rebasing: bytes[runStart..<position])) || !utf8.isComplete {
+                    throw error("invalid UTF-8 in string")
+                }
                 guard position + 1 < bytes.count else { throw error("unterminated escape") }
                 let e = bytes[position + 1]
                 switch e {

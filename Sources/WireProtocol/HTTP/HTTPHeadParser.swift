@@ -21,17 +21,19 @@ public enum HTTPHeadParser {
     public static func parse(_ buffer: UnsafeRawBufferPointer, limits: HTTPLimits = HTTPLimits(), searchFrom: Int = 0) -> Result {
         let window = min(buffer.count, limits.maxHeadBytes)
         guard let end = findHeadEnd(buffer, from: max(0, searchFrom), to: window) else {
-            if buffer.count >= limits.maxHeadBytes {
-                // Tell "request line too long" apart from "too many header bytes".
-                if firstLineEnd(buffer, to: window) == nil { return .failure(.requestLineTooLong) }
-                return .failure(.headTooLarge)
-            }
-            // Reject garbage early rather than waiting for 8 KiB of it.
-            if let lineEnd = firstLineEnd(buffer, to: window) {
+            // Reject garbage early rather than waiting for 8 KiB of it. Checked before the
+            // size limit, so that the verdict does not depend on how the bytes were split
+            // into reads: a malformed request line is a 400 whether it came in one read or many.
+            let lineEnd = firstLineEnd(buffer, to: window)
+            if let lineEnd {
                 var scratch = HTTPRequestHead()
                 if let error = parseRequestLine(buffer, 0, lineEnd, &scratch) { return .failure(error) }
             } else if let error = invalidRequestLinePrefix(buffer, window) {
                 return .failure(error)
+            }
+            if buffer.count >= limits.maxHeadBytes {
+                // Tell "request line too long" apart from "too many header bytes".
+                return .failure(lineEnd == nil ? .requestLineTooLong : .headTooLarge)
             }
             return .incomplete
         }

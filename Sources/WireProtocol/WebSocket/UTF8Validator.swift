@@ -33,7 +33,8 @@ public struct UTF8Validator: Sendable, Equatable {
     /// the beginning of valid UTF-8 (an incomplete code point at the end is fine).
     @inlinable
     public mutating func feed(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        guard let base = bytes.baseAddress else { return expect != .reject }
+        // Once failed, always failed, even for an empty piece.
+        guard let base = bytes.baseAddress, expect != .reject else { return expect != .reject }
         let count = bytes.count
         var i = 0
         var state = expect
