@@ -28,6 +28,9 @@ let package = Package(
         // Pure protocol code: bytes in, events or errors out. No sockets, no libev.
         .target(name: "WireProtocol", dependencies: ["COpenSSL"]),
 
+        // Native TLS: OpenSSL sessions on the reactors' sockets, shaped like recv/writev.
+        .target(name: "CTLSShims", dependencies: ["COpenSSL"]),
+
         // libev reactors: threads, loops, sockets, queues, deadline lists, buffers.
         .target(name: "CSystemShims"),
         .target(name: "Reactor", dependencies: ["CLibEV", "CSystemShims"], swiftSettings: hotPath),
@@ -43,7 +46,7 @@ let package = Package(
         .target(
             name: "EdgeServer",
             dependencies: [
-                "CLibEV", "CSystemShims", "Reactor", "WireProtocol", "TradingStream", "Ingestion",
+                "CLibEV", "CSystemShims", "CTLSShims", "Reactor", "WireProtocol", "TradingStream", "Ingestion",
                 .product(name: "Logging", package: "swift-log"),
             ],
             // The dashboard and the browser client, compiled into the binary: one file to deploy.
@@ -74,14 +77,14 @@ let package = Package(
             swiftSettings: hotPath
         ),
 
-        .target(name: "TickwireClient", dependencies: ["WireProtocol"]),
+        .target(name: "TickwireClient", dependencies: ["WireProtocol", "CTLSShims"]),
 
         .testTarget(name: "WireProtocolTests", dependencies: ["WireProtocol"]),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor"]),
         .testTarget(name: "TradingStreamTests", dependencies: ["TradingStream", "Ingestion"]),
         .testTarget(
             name: "EdgeServerTests",
-            dependencies: ["EdgeServer", "WireProtocol", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["EdgeServer", "WireProtocol", "CTLSShims", .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(name: "TickwireClientTests", dependencies: ["TickwireClient", "EdgeServer", .product(name: "Logging", package: "swift-log")]),
     ]

@@ -1,3 +1,4 @@
+import Glibc
 import WireProtocol
 
 /// Every limit and timeout the edge server enforces, each with the reason for its default.
@@ -52,6 +53,12 @@ public struct ServerConfiguration: Sendable {
     public var sendBufferBytes: Int?
     /// Kernel accept backlog for each reactor's listening socket.
     public var listenBacklog: Int32 = 4096
+    /// PEM certificate chain and private key: with both, the port speaks TLS 1.2/1.3 only
+    /// (wss:// and https://), and plain HTTP on it gets a 400 saying so. Without them, plain
+    /// (TLS terminated elsewhere, as in deploy/nginx).
+    public var tlsCertificateFile: String?
+    public var tlsKeyFile: String?
+    public var tlsEnabled: Bool { tlsCertificateFile != nil && tlsKeyFile != nil }
 
     // The trading stream.
     /// Broadcast messages kept for resume: the spec's broadcast capacity (1000). At the
@@ -104,6 +111,12 @@ public struct ServerConfiguration: Sendable {
         if simulator && simulatorSymbols.isEmpty { problems.append("--symbols needs at least one symbol for the simulator") }
         if simulatorSymbols.contains(where: { $0.isEmpty || $0.count > 32 || !$0.allSatisfy { $0.isLetter || $0.isNumber || "-_./:".contains($0) } }) {
             problems.append("--symbols takes comma-separated symbols of letters, digits and -_./: (at most 32 characters each)")
+        }
+        if (tlsCertificateFile == nil) != (tlsKeyFile == nil) {
+            problems.append("--tls-cert and --tls-key go together: give both PEM files, or neither for plain HTTP")
+        }
+        for (flag, file) in [("--tls-cert", tlsCertificateFile), ("--tls-key", tlsKeyFile)] {
+            if let file, access(file, R_OK) != 0 { problems.append("\(flag) \(file) cannot be read: check the path and its permissions") }
         }
         if !(0.1...100_000).contains(simulatorRate) { problems.append("--sim-rate must be between 0.1 and 100000 messages per second") }
         return problems

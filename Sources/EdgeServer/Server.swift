@@ -22,6 +22,11 @@ final class ServerContext: @unchecked Sendable {
     /// WebSocket connections admitted, across reactors, for --max-connections. Changed
     /// once per upgrade and close, never per message.
     let admitted = Atomic<Int>(0)
+    /// The TLS certificate's notAfter (seconds since the epoch; 0 without TLS).
+    let tlsCertificateExpiry = Atomic<Int64>(0)
+    /// Certificate reloads (SIGHUP) that took effect, and those refused for bad files.
+    let tlsReloads = Atomic<UInt64>(0)
+    let tlsReloadFailures = Atomic<UInt64>(0)
     var workers: [Worker] = []
     /// This run's history identity (PROTOCOL.md "Resume").
     let epoch: String
@@ -49,6 +54,7 @@ public enum StartupError: Error, CustomStringConvertible {
     case invalidConfiguration([String])
     case portInUse(host: String, port: Int)
     case system(SystemError)
+    case tls(TLSLoadError)
 
     public var description: String {
         switch self {
@@ -56,6 +62,7 @@ public enum StartupError: Error, CustomStringConvertible {
         case let .portInUse(host, port):
             return "port \(port) on \(host) is already in use; stop the other process or choose another --port"
         case .system(let error): return error.description
+        case .tls(let error): return "TLS: \(error.message)"
         }
     }
 }
@@ -104,6 +111,15 @@ public final class Server: @unchecked Sendable {
         EdgeRequests.prepare()
         _ = StaticAssets.all
 
+        var tlsContexts: [OpaquePointer] = []
+        if let certificate = config.tlsCertificateFile, let key = config.tlsKeyFile {
+            switch TLSServerContext.load(certificateFile: certificate, keyFile: key, count: config.workers) {
+            case .success(let contexts): tlsContexts = contexts
+            case .failure(let error): throw .tls(error)
+            }
+            context.tlsCertificateExpiry.store(TLSServerContext.notAfter(tlsContexts[0]), ordering: .relaxed)
+        }
+
         var workers: [Worker] = []
         do throws(SystemError) {
             for i in 0..<config.workers {
@@ -120,6 +136,7 @@ public final class Server: @unchecked Sendable {
             if error.errno == EADDRINUSE { throw .portInUse(host: config.host, port: port) }
             throw .system(error)
         }
+        for (worker, tls) in zip(workers, tlsContexts) { worker.tlsContext = tls }
         context.workers = workers
         context.queues.attach(workers.map(\.broadcastInbox))
         for worker in workers {
@@ -146,7 +163,27 @@ public final class Server: @unchecked Sendable {
         context.logger.info("tickwire listening", metadata: [
             "host": "\(config.host)", "port": "\(port)", "workers": "\(config.workers)",
             "echo": "\(config.echo)", "simulator": "\(config.simulator)", "epoch": "\(context.epoch)",
+            "tls": "\(config.tlsEnabled)",
         ])
+    }
+
+    /// Reads the certificate and key files again (SIGHUP) and gives every reactor the new
+    /// context for its next handshakes; open connections are untouched. With bad files
+    /// the old credentials stay in use and the error says why.
+    public func reloadTLS() -> Result<Void, TLSLoadError> {
+        guard let certificate = config.tlsCertificateFile, let key = config.tlsKeyFile else {
+            return .failure(TLSLoadError(message: "TLS is not enabled (no --tls-cert/--tls-key)"))
+        }
+        switch TLSServerContext.load(certificateFile: certificate, keyFile: key, count: context.workers.count) {
+        case .failure(let error):
+            context.tlsReloadFailures.add(1, ordering: .relaxed)
+            return .failure(error)
+        case .success(let contexts):
+            context.tlsCertificateExpiry.store(TLSServerContext.notAfter(contexts[0]), ordering: .relaxed)
+            for (worker, tls) in zip(context.workers, contexts) { worker.post(.tlsContext(tls)) }
+            context.tlsReloads.add(1, ordering: .relaxed)
+            return .success(())
+        }
     }
 
     /// Starts the graceful shutdown: reactors stop accepting and send Close 1001.

@@ -41,6 +41,7 @@ public final class EdgeLoop: SerialExecutor, TaskExecutor, @unchecked Sendable {
             sigemptyset(&set)
             sigaddset(&set, SIGINT)
             sigaddset(&set, SIGTERM)
+            sigaddset(&set, SIGHUP)
             pthread_sigmask(SIG_BLOCK, &set, nil)
             sem_post(me.started)
             me.loop.run()

@@ -26,6 +26,7 @@ public final class ReactorThread: @unchecked Sendable {
             sigemptyset(&set)
             sigaddset(&set, SIGINT)
             sigaddset(&set, SIGTERM)
+            sigaddset(&set, SIGHUP)
             pthread_sigmask(SIG_BLOCK, &set, nil)
             me.body()
             return nil

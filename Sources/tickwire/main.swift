@@ -81,6 +81,12 @@ struct Tickwire: ParsableCommand {
     @Option(help: "Seed for a reproducible simulator run.")
     var simSeed: UInt64?
 
+    @Option(help: "PEM certificate chain: with --tls-key, the port speaks TLS 1.2/1.3 only (wss://, https://); SIGHUP reloads both files.")
+    var tlsCert: String?
+
+    @Option(help: "PEM private key for --tls-cert.")
+    var tlsKey: String?
+
     @Option(help: "Lowest log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -123,6 +129,8 @@ struct Tickwire: ParsableCommand {
         config.simulatorSymbols = symbols.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
         config.simulatorRate = simRate
         config.simulatorSeed = simSeed
+        config.tlsCertificateFile = tlsCert
+        config.tlsKeyFile = tlsKey
         return config
     }
 
@@ -169,6 +177,7 @@ enum SignalLoop {
         sigemptyset(&set)
         sigaddset(&set, SIGINT)
         sigaddset(&set, SIGTERM)
+        sigaddset(&set, SIGHUP)
         pthread_sigmask(SIG_UNBLOCK, &set, nil)
         let loop = ev_default_loop(0)
         let sigint = UnsafeMutablePointer<ev_signal>.allocate(capacity: 1)
@@ -178,6 +187,9 @@ enum SignalLoop {
         tw_ev_signal_init(sigterm, onSignal, SIGTERM)
         ev_signal_start(loop, sigint)
         ev_signal_start(loop, sigterm)
+        let sighup = UnsafeMutablePointer<ev_signal>.allocate(capacity: 1)
+        tw_ev_signal_init(sighup, onReload, SIGHUP)
+        ev_signal_start(loop, sighup)
         // Checks for the end of the shutdown ten times a second.
         tw_ev_timer_init(poll, onShutdownPoll, 0.1, 0.1)
         ev_timer_start(loop, poll)
@@ -202,6 +214,21 @@ private func onSignal(_ loop: OpaquePointer?, _ watcher: UnsafeMutablePointer<ev
     SignalLoop.logger?.info("\(name) received: closing connections (grace \(grace) ms)")
     SignalLoop.deadline = SignalLoop.monotonicNow() + UInt64(grace)
     SignalLoop.server!.beginShutdown()
+}
+
+/// SIGHUP: the TLS certificate and key are read again; open connections stay as they are.
+private func onReload(_ loop: OpaquePointer?, _ watcher: UnsafeMutablePointer<ev_signal>?, _ revents: Int32) {
+    guard let server = SignalLoop.server else { return }
+    guard server.config.tlsEnabled else {
+        SignalLoop.logger?.info("SIGHUP received: nothing to reload (TLS is off)")
+        return
+    }
+    switch server.reloadTLS() {
+    case .success:
+        SignalLoop.logger?.notice("SIGHUP received: TLS certificate reloaded", metadata: ["cert": "\(server.config.tlsCertificateFile!)"])
+    case .failure(let error):
+        SignalLoop.logger?.error("SIGHUP received: TLS certificate NOT reloaded, the previous one stays in use: \(error.message)")
+    }
 }
 
 private func onShutdownPoll(_ loop: OpaquePointer?, _ watcher: UnsafeMutablePointer<ev_timer>?, _ revents: Int32) {
@@ -236,6 +263,7 @@ func argumentsWithEnvironment() -> [String] {
         "host", "port", "workers", "max-connections", "max-message-size", "ping-interval", "idle-timeout",
         "handshake-timeout", "close-timeout", "shutdown-grace", "max-header-bytes", "max-body-size",
         "log-level", "log-format", "history", "max-backlog", "publish-token", "symbols", "sim-rate", "sim-seed", "send-buffer",
+        "tls-cert", "tls-key",
     ]
     let flags = ["echo", "pin-workers"]
     func variable(_ option: String) -> String? {

@@ -40,7 +40,6 @@ final class StreamFlusher {
     @discardableResult
     func flush(_ c: UnsafeMutablePointer<Connection>) -> Bool {
         if let queue = BroadcastPath.slowQueue(c) { return flushSlowQueue(c, queue) }
-        let fd = c.pointee.fd
         let sessionOpen = c.pointee.lifecycle.acceptsOutgoingFrames
         while true {
             let pending = c.pointee.flags.contains(.broadcastPending)
@@ -79,7 +78,7 @@ final class StreamFlusher {
                 finishScan(c, at: scannedTo)
                 break
             }
-            let written = send(fd, iovecs, n)
+            let written = write(c, n)
             if written < 0 {
                 let err = errno
                 if err == EINTR { continue }
@@ -139,8 +138,19 @@ final class StreamFlusher {
             watchWrites(c, true)
             return true
         }
+        if c.pointee.tls != nil && !worker.tls.flushHeld(c) {
+            if c.pointee.isLive { watchWrites(c, true) }
+            return c.pointee.isLive
+        }
         watchWrites(c, false)
         return true
+    }
+
+    /// The gathered iovecs to the socket, through the TLS session when there is one.
+    @inline(__always)
+    private func write(_ c: UnsafeMutablePointer<Connection>, _ n: Int) -> Int {
+        if let session = c.pointee.tls { return worker.tls.write(c, session, iovecs, n) }
+        return send(c.pointee.fd, iovecs, n)
     }
 
     /// EV_WRITE on or off; the flusher is called only when that changes (rarely).
@@ -161,7 +171,6 @@ final class StreamFlusher {
 
     /// The slow consumer's private queue, written like the log (own messages at their mark).
     private func flushSlowQueue(_ c: UnsafeMutablePointer<Connection>, _ queue: SlowConsumerQueue) -> Bool {
-        let fd = c.pointee.fd
         while true {
             queue.skipDead()
             let hasControl = !c.pointee.output.isEmpty
@@ -197,7 +206,7 @@ final class StreamFlusher {
                 n += 1
             }
             if n == 0 { break }
-            let written = send(fd, iovecs, n)
+            let written = write(c, n)
             if written < 0 {
                 let err = errno
                 if err == EINTR { continue }
@@ -229,6 +238,10 @@ final class StreamFlusher {
             // Caught up: back to the shared log.
             worker.broadcast.setSlowQueue(c, nil)
             c.pointee.flags.remove(.broadcastPending)
+        }
+        if c.pointee.tls != nil && !worker.tls.flushHeld(c) {
+            if c.pointee.isLive { watchWrites(c, true) }
+            return c.pointee.isLive
         }
         watchWrites(c, false)
         return true

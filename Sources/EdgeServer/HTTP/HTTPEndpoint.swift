@@ -80,6 +80,11 @@ final class HTTPEndpoint {
     /// until one is incomplete, the connection upgrades, a reply must come from the edge,
     /// or a response said `Connection: close`. Returns the position reached.
     func process(_ c: UnsafeMutablePointer<Connection>, _ buffer: UnsafeMutableRawBufferPointer, from start: Int) -> Int {
+        if c.pointee.flags.contains(.plainOnTLSPort) {
+            stats.httpRequests.bump()
+            respondError(c, .badRequest, "this port speaks TLS only: use https:// or wss://", request: nil, close: true)
+            return buffer.count
+        }
         var position = start
         while position < buffer.count && c.pointee.lifecycle.acceptsRequests {
             let rest = UnsafeRawBufferPointer(rebasing: buffer[position...])

@@ -97,11 +97,32 @@ actor MetricsExporter {
         text.counter("tickwire_upgrades_rejected_total", "WebSocket upgrades refused (bad handshake, limit, shutdown).",
                      sum { $0.upgradesRejected.load(ordering: .relaxed) })
         text.counter("tickwire_bytes_sent_total", "Bytes written to client sockets.", sum { $0.bytesSent.load(ordering: .relaxed) })
+        if context.config.tlsEnabled { tlsMetrics(&text, sum) }
         text.labeled("tickwire_build_info", "gauge", "Build information.", [("version=\"\(TickwireVersion.string)\"", 1)])
         text.gauge("tickwire_uptime_seconds", "Seconds since the server started.",
                    Double(monotonicMilliseconds() - context.startedAtMonotonic) / 1000)
         processMetrics(&text)
         return Array(text.output.utf8)
+    }
+
+    /// Native TLS: handshakes by version, failures by kind, and the certificate's expiry
+    /// (alert on `tickwire_tls_certificate_expiry_timestamp_seconds - time() < 14 * 86400`).
+    private func tlsMetrics(_ text: inout MetricsText, _ sum: ((WorkerStats) -> UInt64) -> UInt64) {
+        text.labeled("tickwire_tls_handshakes_total", "counter", "TLS handshakes completed, by protocol version.", [
+            ("version=\"TLSv1.2\"", Double(sum { $0.tlsHandshakes[0].load(ordering: .relaxed) })),
+            ("version=\"TLSv1.3\"", Double(sum { $0.tlsHandshakes[1].load(ordering: .relaxed) })),
+        ])
+        text.counter("tickwire_tls_handshake_failures_total", "TLS handshakes refused or broken off (old version, no shared cipher or ALPN, garbage).",
+                     sum { $0.tlsHandshakeFailures.load(ordering: .relaxed) })
+        text.counter("tickwire_tls_record_failures_total", "Established TLS connections closed for a bad record or an alert.",
+                     sum { $0.tlsRecordFailures.load(ordering: .relaxed) })
+        text.counter("tickwire_tls_plaintext_requests_total", "Plain-HTTP connections on the TLS port, answered 400.",
+                     sum { $0.tlsPlaintextRequests.load(ordering: .relaxed) })
+        text.counter("tickwire_tls_reloads_total", "Certificate reloads (SIGHUP) that took effect.", context.tlsReloads.load(ordering: .relaxed))
+        text.counter("tickwire_tls_reload_failures_total", "Certificate reloads refused for unreadable or mismatched files (the old certificate stays).",
+                     context.tlsReloadFailures.load(ordering: .relaxed))
+        text.gauge("tickwire_tls_certificate_expiry_timestamp_seconds", "The serving certificate's notAfter, in seconds since the epoch.",
+                   Double(context.tlsCertificateExpiry.load(ordering: .relaxed)))
     }
 
     /// The standard process_* metrics, from /proc/self.

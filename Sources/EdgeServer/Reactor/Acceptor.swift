@@ -90,7 +90,8 @@ final class Acceptor {
         c.pointee.fd = fd
         c.pointee.lifecycle = ConnectionLifecycle()
         c.pointee.endpoint = .none
-        c.pointee.flags = []
+        // On a TLS port the first byte decides between TLS and a plain-HTTP refusal.
+        c.pointee.flags = worker.tlsContext != nil ? [.tlsSniffing] : []
         c.pointee.peer = peer
         c.pointee.acceptedAt = worker.clock.monotonic
         nextConnectionNumber += 1

@@ -14,7 +14,7 @@ enum Endpoint: UInt8 {
 /// The reactor's bookkeeping bits for one connection. Where the connection is in its
 /// life is not here: that is `Connection.lifecycle`.
 struct ConnectionFlags: OptionSet {
-    var rawValue: UInt16
+    var rawValue: UInt32
     /// In the reactor's dirty list: has output to flush at the end of this pass.
     static let dirty = ConnectionFlags(rawValue: 1 << 0)
     /// The socket refused bytes; EV_WRITE is watched until it drains.
@@ -35,6 +35,14 @@ struct ConnectionFlags: OptionSet {
     static let indexed = ConnectionFlags(rawValue: 1 << 8)
     /// A `100 Continue` was sent for the current request.
     static let continueSent = ConnectionFlags(rawValue: 1 << 9)
+    /// On a TLS port, before the first byte says whether the peer speaks TLS.
+    static let tlsSniffing = ConnectionFlags(rawValue: 1 << 10)
+    /// Plain HTTP arrived on the TLS port: its request is answered 400, then closed.
+    static let plainOnTLSPort = ConnectionFlags(rawValue: 1 << 11)
+    /// The TLS handshake is complete (and counted).
+    static let tlsEstablished = ConnectionFlags(rawValue: 1 << 12)
+    /// The TLS handshake must write before it reads on, and the socket was full.
+    static let tlsReadWantsWrite = ConnectionFlags(rawValue: 1 << 13)
 }
 
 /// One connection's state. A plain struct with no references (so no ARC), living at a
@@ -101,6 +109,8 @@ struct Connection {
     var liveFromSeq: UInt64 = 0
     /// `ConnectionExtras` (retained), only for narrowed subscriptions and slow consumers.
     var extras: UnsafeMutableRawPointer?
+    /// The TLS session (OpenSSL) of a connection on a TLS port; nil for plain sockets.
+    var tls: OpaquePointer?
 
     /// The slot holds a live socket.
     @inline(__always) var isLive: Bool { fd >= 0 }

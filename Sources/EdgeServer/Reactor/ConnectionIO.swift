@@ -1,4 +1,5 @@
 import CLibEV
+import CTLSShims
 import Glibc
 import Reactor
 import WireProtocol
@@ -39,6 +40,12 @@ final class ConnectionIO {
         guard c.pointee.isLive else { return }
         if revents & TW_EV_WRITE != 0 {
             output.markDirty(c)
+            // A TLS handshake that could not write its next flight goes on now.
+            if c.pointee.flags.contains(.tlsReadWantsWrite) {
+                c.pointee.flags.remove(.tlsReadWantsWrite)
+                onReadable(c)
+                return
+            }
         }
         if revents & TW_EV_READ != 0 {
             onReadable(c)
@@ -50,6 +57,7 @@ final class ConnectionIO {
             drainUntilEOF(c)
             return
         }
+        if c.pointee.flags.contains(.tlsSniffing) && !worker.tls.sniff(c) { return }
         // Big leftovers (a request body on its way) are read into in place; small ones
         // (a partial header) are moved in front of the shared read buffer.
         let leftover = c.pointee.input.count
@@ -59,7 +67,7 @@ final class ConnectionIO {
         if leftover > 4096 {
             let want = max(16 << 10, min(c.pointee.bodyRemaining, 1 << 20))
             let p = c.pointee.input.reserve(want, pool: pool)
-            n = recv(c.pointee.fd, p, want, 0)
+            n = receive(c, p, want)
             if n > 0 { c.pointee.input.commit(n) }
             buffer = c.pointee.input.readable
             inPlace = true
@@ -68,7 +76,7 @@ final class ConnectionIO {
                 readBuffer.copyMemory(from: c.pointee.input.readable.baseAddress!, byteCount: leftover)
                 c.pointee.input.release(pool: pool)
             }
-            n = recv(c.pointee.fd, readBuffer + leftover, readBufferSize - leftover, 0)
+            n = receive(c, readBuffer + leftover, readBufferSize - leftover)
             buffer = UnsafeMutableRawBufferPointer(start: readBuffer, count: leftover + max(n, 0))
         }
         if n <= 0 {
@@ -96,6 +104,16 @@ final class ConnectionIO {
         } else if consumed < buffer.count {
             c.pointee.input.append(UnsafeRawBufferPointer(rebasing: buffer[consumed...]), pool: pool)
         }
+        // Plaintext the buffer had no room for waits inside the TLS session, where the
+        // socket's readiness cannot announce it.
+        if c.pointee.tls != nil { worker.tls.readAgainIfBuffered(c) }
+    }
+
+    /// recv, through the TLS session when there is one.
+    @inline(__always)
+    private func receive(_ c: UnsafeMutablePointer<Connection>, _ p: UnsafeMutableRawPointer, _ size: Int) -> Int {
+        guard let session = c.pointee.tls else { return recv(c.pointee.fd, p, size, 0) }
+        return worker.tls.read(c, session, p, size)
     }
 
     /// Routes bytes by lifecycle state; returns how many were consumed.

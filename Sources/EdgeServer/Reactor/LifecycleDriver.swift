@@ -63,6 +63,7 @@ final class LifecycleDriver {
         if a.contains(.shutdownWrite) {
             // Our bytes are out: FIN, then read until the peer's EOF so that its unread
             // input cannot make our kernel reset the connection before it read ours.
+            worker.tls.closeNotify(c)
             shutdown(c.pointee.fd, Int32(SHUT_WR))
             output.readEverything(c)
         }
@@ -142,6 +143,7 @@ final class LifecycleDriver {
             broadcast.removeBlocked(c)
         }
         broadcast.releaseState(c)
+        worker.tls.release(c)
         Glibc.close(c.pointee.fd)
         c.pointee.fd = -1
         stats.socketsOpen.bump(-1)

@@ -95,7 +95,7 @@ final class OutputFlusher {
             var written = 0
             if c.pointee.output.isEmpty && !hasPendingOutput(c) && !c.pointee.flags.contains(.writeBlocked) {
                 single.pointee = iovec(iov_base: frame.baseAddress, iov_len: length)
-                written = max(0, send(c.pointee.fd, single, 1))
+                written = max(0, write(c, single, 1))
                 stats.bytesSent.bump(UInt64(written))
             }
             if written < length {
@@ -111,6 +111,14 @@ final class OutputFlusher {
     @inline(__always)
     func hasPendingOutput(_ c: UnsafeMutablePointer<Connection>) -> Bool {
         !c.pointee.output.isEmpty || c.pointee.flags.contains(.broadcastPending) || BroadcastPath.slowQueue(c) != nil
+            || (c.pointee.tls != nil && worker.tls.holdsOutput(c))
+    }
+
+    /// The socket write, through the TLS session when there is one.
+    @inline(__always)
+    func write(_ c: UnsafeMutablePointer<Connection>, _ iovecs: UnsafeMutablePointer<iovec>, _ count: Int) -> Int {
+        if let session = c.pointee.tls { return worker.tls.write(c, session, iovecs, count) }
+        return send(c.pointee.fd, iovecs, count)
     }
 
     // MARK: - Flushing
@@ -134,11 +142,10 @@ final class OutputFlusher {
             if !hasPendingOutput(c) { outputDrained(c) }
             return
         }
-        let fd = c.pointee.fd
         while !c.pointee.output.isEmpty {
             let pending = c.pointee.output.readable
             single.pointee = iovec(iov_base: pending.baseAddress, iov_len: pending.count)
-            let n = send(fd, single, 1)
+            let n = write(c, single, 1)
             if n < 0 {
                 let err = errno
                 if err == EINTR { continue }
@@ -149,8 +156,8 @@ final class OutputFlusher {
             stats.bytesSent.bump(UInt64(n))
             c.pointee.output.consume(n, pool: pool)
         }
-        if !c.pointee.output.isEmpty {
-            setWriteWatch(c, true)
+        if !c.pointee.output.isEmpty || (c.pointee.tls != nil && !worker.tls.flushHeld(c)) {
+            if c.pointee.isLive { setWriteWatch(c, true) }
             return
         }
         setWriteWatch(c, false)
@@ -209,5 +216,7 @@ final class OutputFlusher {
         ev_io_stop(loop, &c.pointee.io)
         tw_ev_io_set_events(&c.pointee.io, events)
         if events != 0 { ev_io_start(loop, &c.pointee.io) }
+        // Reading resumes: plaintext held in the TLS session would not wake the watcher.
+        if events & TW_EV_READ != 0 && c.pointee.tls != nil { worker.tls.readAgainIfBuffered(c) }
     }
 }

@@ -1,5 +1,6 @@
 import CLibEV
 import CSystemShims
+import CTLSShims
 import Glibc
 import Logging
 import Reactor
@@ -12,6 +13,8 @@ enum WorkerCommand: @unchecked Sendable {
     case shutdown
     /// The answer to a request that was handed to the edge (`ConnectionLifecycle.State.awaitingReply`).
     case httpReply(slot: UInt32, generation: UInt32, response: [UInt8], keepAlive: Bool)
+    /// New TLS credentials (SIGHUP) for the handshakes from now on; ownership passes to the reactor.
+    case tlsContext(OpaquePointer)
 }
 
 /// One reactor: a thread, its libev loop, its listening socket and every connection it
@@ -30,6 +33,7 @@ enum WorkerCommand: @unchecked Sendable {
 /// | `HTTPEndpoint` | HTTP/HTTPEndpoint.swift | requests, routes, the upgrade |
 /// | `WebSocketEndpoint` | WebSocket/WebSocketEndpoint.swift | frames, the session, echo |
 /// | `StreamEndpoint` | WebSocket/StreamEndpoint.swift | the `/ws` protocol: greeting, Subscribe, resume |
+/// | `TLSTransport` | TLS/TLSTransport.swift | TLS or plain on a TLS port, reads and writes through OpenSSL |
 ///
 /// All of it runs on the reactor's own thread, except `post(_:)` and `wake()`.
 final class Worker: @unchecked Sendable {
@@ -48,6 +52,9 @@ final class Worker: @unchecked Sendable {
     let logger: Logger
     /// Stop accepting and close every connection (SIGTERM, SIGINT).
     private(set) var shuttingDown = false
+    /// This reactor's TLS context (OpenSSL SSL_CTX) when the port speaks TLS; set before the
+    /// thread starts, then replaced only on the reactor (a reload through the mailbox).
+    var tlsContext: OpaquePointer?
 
     // The parts (set once in init; never nil afterwards).
     private(set) var timers: ConnectionTimers!
@@ -58,6 +65,7 @@ final class Worker: @unchecked Sendable {
     private(set) var slowConsumers: SlowConsumers!
     private(set) var acceptor: Acceptor!
     private(set) var io: ConnectionIO!
+    private(set) var tls: TLSTransport!
     private(set) var http: HTTPEndpoint!
     private(set) var webSocket: WebSocketEndpoint!
     private(set) var stream: StreamEndpoint!
@@ -93,6 +101,7 @@ final class Worker: @unchecked Sendable {
         slowConsumers = SlowConsumers(worker: self, path: broadcast, output: output)
         lifecycle = LifecycleDriver(worker: self, timers: timers, output: output, broadcast: broadcast)
         acceptor = Acceptor(worker: self, listenFd: listenFd)
+        tls = TLSTransport(worker: self)
         io = ConnectionIO(worker: self, output: output)
         http = HTTPEndpoint(worker: self, output: output)
         webSocket = WebSocketEndpoint(worker: self, output: output)
@@ -129,6 +138,7 @@ final class Worker: @unchecked Sendable {
     }
 
     deinit {
+        if let tlsContext { tw_tls_context_free(tlsContext) }
         asyncWatcher.deallocate()
         prepareWatcher.deallocate()
         checkWatcher.deallocate()
@@ -166,6 +176,10 @@ final class Worker: @unchecked Sendable {
                 beginShutdown()
             case let .httpReply(slot, generation, response, keepAlive):
                 http.deliverReply(slot: slot, generation: generation, response: response, keepAlive: keepAlive)
+            case let .tlsContext(context):
+                // Sessions made with the old context hold their own reference to it.
+                if let old = tlsContext { tw_tls_context_free(old) }
+                tlsContext = context
             }
         }
     }

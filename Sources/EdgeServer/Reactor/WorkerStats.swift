@@ -35,6 +35,14 @@ final class WorkerStats: Sendable {
     /// Frames in the resume history.
     let historyMessages = Atomic<Int>(0)
     let framesReceived = Atomic<UInt64>(0)
+    /// TLS handshakes completed, by version (index 0: TLS 1.2, 1: TLS 1.3).
+    let tlsHandshakes: InlineArray<2, Atomic<UInt64>> = InlineArray { _ in Atomic<UInt64>(0) }
+    /// TLS handshakes refused or broken off (bad version, no shared cipher, garbage, h2 only).
+    let tlsHandshakeFailures = Atomic<UInt64>(0)
+    /// Established TLS connections closed for a bad record or an alert.
+    let tlsRecordFailures = Atomic<UInt64>(0)
+    /// Plain-text HTTP requests on the TLS port, answered 400.
+    let tlsPlaintextRequests = Atomic<UInt64>(0)
     /// Publish requests the reactor refused before the publisher saw them, by reason.
     let publishRejections: InlineArray<3, Atomic<UInt64>> = InlineArray { _ in Atomic<UInt64>(0) }
 
