@@ -20,6 +20,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", exact: "0.2.0"),
+        // JWT signatures (HS256, RS256, ES256): BoringSSL's primitives, never our own crypto.
+        .package(url: "https://github.com/apple/swift-crypto", exact: "3.12.3"),
     ],
     targets: [
         .systemLibrary(name: "CLibEV", path: "CLibEV", providers: [.apt(["libev-dev"])]),
@@ -37,6 +39,19 @@ let package = Package(
 
         // The trading stream's vocabulary: channels, subscriptions, JSON, envelopes, frames.
         .target(name: "TradingStream", dependencies: ["WireProtocol"], swiftSettings: hotPath),
+
+        // Access tokens (JWT) as values: parsing, claims and their checks. Pure, fuzzable;
+        // the signature is checked by `Authentication`.
+        .target(name: "AccessToken", dependencies: ["TradingStream"]),
+        // Keys from files and JWT signature verification (swift-crypto).
+        .target(
+            name: "Authentication",
+            dependencies: [
+                "AccessToken",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+            ]
+        ),
 
         // The ingestion edge (Swift actors): publisher, snapshot, market simulator.
         .target(name: "Ingestion", dependencies: ["TradingStream", "Reactor", "WireProtocol"]),
@@ -77,9 +92,16 @@ let package = Package(
             swiftSettings: hotPath
         ),
 
-        .target(name: "TickwireClient", dependencies: ["WireProtocol", "CTLSShims"]),
+        .target(name: "TickwireClient", dependencies: ["WireProtocol"]),
 
         .testTarget(name: "WireProtocolTests", dependencies: ["WireProtocol"]),
+        .testTarget(
+            name: "AuthenticationTests",
+            dependencies: [
+                "AccessToken", "Authentication",
+                .product(name: "Crypto", package: "swift-crypto"), .product(name: "_CryptoExtras", package: "swift-crypto"),
+            ]
+        ),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor"]),
         .testTarget(name: "TradingStreamTests", dependencies: ["TradingStream", "Ingestion"]),
         .testTarget(

@@ -18,7 +18,7 @@ SWIFTC=${SWIFTC:-swiftc}
 JOBS=${FUZZ_JOBS:-1}
 # libFuzzer reports a crash itself; Swift's own backtracer would only slow that down.
 export SWIFT_BACKTRACE=enable=no
-ALL_TARGETS=(http-head frame-decoder utf8 json base64 query)
+ALL_TARGETS=(http-head frame-decoder utf8 json base64 query jwt)
 # -O keeps Swift's overflow and bounds checks (only -Ounchecked drops them).
 SWIFT_FLAGS=(-O -g -sanitize=fuzzer,address -use-ld=lld -I COpenSSL -I "$OUT/modules")
 
@@ -26,6 +26,7 @@ SWIFT_FLAGS=(-O -g -sanitize=fuzzer,address -use-ld=lld -I COpenSSL -I "$OUT/mod
 modules_of() {
     case $1 in
         json) echo WireProtocol TradingStream ;;
+        jwt) echo WireProtocol TradingStream AccessToken ;;
         *) echo WireProtocol ;;
     esac
 }
@@ -52,6 +53,7 @@ build() {
     mkdir -p "$OUT/modules" "$OUT/bin"
     build_module WireProtocol
     build_module TradingStream WireProtocol
+    build_module AccessToken WireProtocol TradingStream
     local t m objects
     for t in "${targets[@]}"; do
         objects=()
