@@ -37,7 +37,7 @@ test: deps
 	$(SWIFT) build
 	$(SWIFT) test
 	$(PYTHON) scripts/conformance.py $(DEBUG_BIN) $(BUILD_DIR)/conformance
-	TICKWIRE_BIN=$(DEBUG_BIN) $(PYTHON) -m pytest -q Tests/TLS
+	TICKWIRE_BIN=$(DEBUG_BIN) $(PYTHON) -m pytest -q Tests/TLS Tests/Auth
 	Fuzz/fuzz.sh run $(FUZZ_TEST_SECONDS)
 	VENV=$(VENV) scripts/browser-test.sh $(DEBUG_BIN)
 

@@ -62,6 +62,7 @@ let package = Package(
             name: "EdgeServer",
             dependencies: [
                 "CLibEV", "CSystemShims", "CTLSShims", "Reactor", "WireProtocol", "TradingStream", "Ingestion",
+                "AccessToken", "Authentication",
                 .product(name: "Logging", package: "swift-log"),
             ],
             // The dashboard and the browser client, compiled into the binary: one file to deploy.
@@ -75,7 +76,7 @@ let package = Package(
         .executableTarget(
             name: "tickwire",
             dependencies: [
-                "EdgeServer",
+                "EdgeServer", "Authentication",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -106,7 +107,10 @@ let package = Package(
         .testTarget(name: "TradingStreamTests", dependencies: ["TradingStream", "Ingestion"]),
         .testTarget(
             name: "EdgeServerTests",
-            dependencies: ["EdgeServer", "WireProtocol", "CTLSShims", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "EdgeServer", "WireProtocol", "CTLSShims", "AccessToken", "Authentication",
+                .product(name: "Logging", package: "swift-log"), .product(name: "Crypto", package: "swift-crypto"),
+            ]
         ),
         .testTarget(name: "TickwireClientTests", dependencies: ["TickwireClient", "EdgeServer", .product(name: "Logging", package: "swift-log")]),
     ]

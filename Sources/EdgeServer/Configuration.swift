@@ -1,5 +1,16 @@
+import Authentication
 import Glibc
 import WireProtocol
+
+/// Whether `/ws` and `/api/snapshot` take access tokens (PROTOCOL.md "Authentication").
+public enum AuthMode: String, Sendable, CaseIterable {
+    /// No tokens: one tenant; messages published with an `account` reach everyone.
+    case off
+    /// A token is checked when given; without one a client sees public data only.
+    case optional
+    /// Every WebSocket upgrade and snapshot needs a valid token (401 otherwise).
+    case required
+}
 
 /// Every limit and timeout the edge server enforces, each with the reason for its default.
 /// Validated once at start-up (`validate()`), so a bad value stops the server with a
@@ -60,6 +71,14 @@ public struct ServerConfiguration: Sendable {
     public var tlsKeyFile: String?
     public var tlsEnabled: Bool { tlsCertificateFile != nil && tlsKeyFile != nil }
 
+    // Authentication.
+    public var auth = AuthMode.off
+    /// The keys and claim rules tokens are checked with; needed unless `auth` is off.
+    public var tokenVerifier: TokenVerifier?
+    /// How long before a token's `exp` the server asks for a fresh one (`RefreshToken`):
+    /// a minute is many round trips for the client to fetch one, even on a poor link.
+    public var tokenRefreshLeadMilliseconds = 60_000
+
     // The trading stream.
     /// Broadcast messages kept for resume: the spec's broadcast capacity (1000). At the
     /// simulator's rate that is about two minutes of reconnect window.
@@ -78,6 +97,8 @@ public struct ServerConfiguration: Sendable {
     /// Simulator MarketData messages per second (all symbols together).
     public var simulatorRate = 8.0
     public var simulatorSeed: UInt64?
+    /// The simulator's demo trader: a token with this `sub` sees its trades and positions.
+    public var simulatorAccount = "demo"
 
     public init() {}
 
@@ -118,6 +139,13 @@ public struct ServerConfiguration: Sendable {
         for (flag, file) in [("--tls-cert", tlsCertificateFile), ("--tls-key", tlsKeyFile)] {
             if let file, access(file, R_OK) != 0 { problems.append("\(flag) \(file) cannot be read: check the path and its permissions") }
         }
+        if auth != .off && (tokenVerifier?.keys.isEmpty ?? true) {
+            problems.append("--auth \(auth.rawValue) needs a key to check tokens with: --jwt-secret-file, --jwt-public-key-file or --jwks-file")
+        }
+        if auth == .off && !(tokenVerifier?.keys.isEmpty ?? true) {
+            problems.append("JWT keys were given but --auth is off: add --auth optional or --auth required, or drop the key options")
+        }
+        if !(1000...maxTimeout).contains(tokenRefreshLeadMilliseconds) { problems.append("--token-refresh-lead must be between 1 s and 24 days") }
         if !(0.1...100_000).contains(simulatorRate) { problems.append("--sim-rate must be between 0.1 and 100000 messages per second") }
         return problems
     }

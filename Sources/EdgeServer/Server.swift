@@ -44,7 +44,7 @@ final class ServerContext: @unchecked Sendable {
         let raw = rng.next() as UInt64
         let hex = String(raw, radix: 16)
         epoch = String(repeating: "0", count: 16 - hex.count) + hex
-        publisher = StreamPublisher(epoch: epoch, sink: queues)
+        publisher = StreamPublisher(epoch: epoch, sink: queues, accountRouting: config.auth != .off)
         metrics = MetricsExporter(context: self)
     }
 }
@@ -156,6 +156,7 @@ public final class Server: @unchecked Sendable {
             sim.symbols = config.simulatorSymbols
             sim.ticksPerSecond = config.simulatorRate
             sim.seed = config.simulatorSeed
+            sim.account = config.simulatorAccount
             let simulator = MarketSimulator(publisher: context.publisher, config: sim)
             self.simulator = simulator
             Task(executorPreference: EdgeLoop.edge) { await simulator.start() }

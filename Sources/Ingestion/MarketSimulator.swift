@@ -12,6 +12,9 @@ public struct SimulatorConfiguration: Sendable {
     public var botStatusSeconds: Double = 5
     /// Fixed seed for reproducible runs; nil for a random one.
     public var seed: UInt64?
+    /// The demo trader's account: its trades, positions and bot status are published as
+    /// private messages of this account (public when the server has no authentication).
+    public var account = "demo"
 
     public init() {}
 }
@@ -212,7 +215,7 @@ public actor MarketSimulator {
         totalTrades += 1
         let trade = "{\"symbol\":\"\(m.symbol)\",\"side\":\"\(side == "LONG" ? "BUY" : "SELL")\",\"quantity\":\(num(quantity, 6)),"
             + "\"price\":\(num(m.price, m.decimals)),\"timestamp\":\(now),\"trade_id\":\"T\(totalTrades)\",\"position_side\":\"\(side)\",\"action\":\"OPEN\"}"
-        await publisher.publish(.tradeExecuted, data: Array(trade.utf8), keys: .init(symbol: m.symbol, side: side))
+        await publisher.publish(.tradeExecuted, data: Array(trade.utf8), keys: .init(symbol: m.symbol, side: side, account: config.account))
         await publishPosition(p, market: m, now: now, closed: false, realized: 0)
     }
 
@@ -224,7 +227,7 @@ public actor MarketSimulator {
         let trade = "{\"symbol\":\"\(p.symbol)\",\"side\":\"\(p.side == "LONG" ? "SELL" : "BUY")\",\"quantity\":\(num(p.quantity, 6)),"
             + "\"price\":\(num(m.price, m.decimals)),\"timestamp\":\(now),\"pnl\":\(num(pnl, 2)),\"trade_id\":\"T\(totalTrades)\","
             + "\"position_side\":\"\(p.side)\",\"action\":\"CLOSE\"}"
-        await publisher.publish(.tradeExecuted, data: Array(trade.utf8), keys: .init(symbol: p.symbol, side: p.side))
+        await publisher.publish(.tradeExecuted, data: Array(trade.utf8), keys: .init(symbol: p.symbol, side: p.side, account: config.account))
         await publishPosition(p, market: m, now: now, closed: true, realized: pnl)
     }
 
@@ -241,7 +244,7 @@ public actor MarketSimulator {
         let data = "{\"symbol\":\"\(p.symbol)\",\"side\":\"\(p.side)\",\"pnl\":\(num(closed ? realized : unrealized, 2)),"
             + "\"current_price\":\(num(m.price, m.decimals)),\"unrealized_pnl\":\(num(unrealized, 2)),\"quantity\":\(num(p.quantity, 6)),"
             + "\"entry_price\":\(num(p.entryPrice, m.decimals)),\"status\":\"\(closed ? "CLOSED" : "OPEN")\",\"timestamp\":\(now)}"
-        await publisher.publish(.positionUpdate, data: Array(data.utf8), keys: .init(symbol: p.symbol, side: p.side, closed: closed))
+        await publisher.publish(.positionUpdate, data: Array(data.utf8), keys: .init(symbol: p.symbol, side: p.side, closed: closed, account: config.account))
     }
 
     private func roundQuantity(_ q: Double) -> Double {
@@ -276,7 +279,7 @@ public actor MarketSimulator {
         let uptime = (monotonicMilliseconds() - startedAt) / 1000
         let data = "{\"status\":\"running\",\"active_positions\":\(positions.count),\"total_pnl\":\(num(totalPnL, 2)),"
             + "\"total_trades\":\(totalTrades),\"uptime\":\(uptime)}"
-        await publisher.publish(.botStatusUpdate, data: Array(data.utf8), keys: .init())
+        await publisher.publish(.botStatusUpdate, data: Array(data.utf8), keys: .init(account: config.account))
     }
 
     private func num(_ v: Double, _ places: Int) -> String { JSONNumber.format(v, places: places) }

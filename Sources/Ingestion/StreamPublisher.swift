@@ -44,10 +44,17 @@ public actor StreamPublisher {
     /// Most messages one publish request may carry.
     public nonisolated let maxBatch: Int
 
-    public init(epoch: String, sink: BroadcastSink, maxBatch: Int = 10_000) {
+    /// Whether `account` makes a message private. Off for a server without authentication,
+    /// where there is one tenant and every client sees every account's messages.
+    public nonisolated let accountRouting: Bool
+    /// Longest account name accepted.
+    public static let maxAccountLength = 128
+
+    public init(epoch: String, sink: BroadcastSink, maxBatch: Int = 10_000, accountRouting: Bool = true) {
         self.epoch = epoch
         self.sink = sink
         self.maxBatch = maxBatch
+        self.accountRouting = accountRouting
     }
 
     /// The seq of the newest message.
@@ -59,12 +66,15 @@ public actor StreamPublisher {
         public var timeframe: String?
         public var side: String?
         public var closed = false
+        /// The account a private message is for; nil: public.
+        public var account: String?
 
-        public init(symbol: String? = nil, timeframe: String? = nil, side: String? = nil, closed: Bool = false) {
+        public init(symbol: String? = nil, timeframe: String? = nil, side: String? = nil, closed: Bool = false, account: String? = nil) {
             self.symbol = symbol
             self.timeframe = timeframe
             self.side = side
             self.closed = closed
+            self.account = account
         }
     }
 
@@ -146,7 +156,15 @@ public actor StreamPublisher {
                     }
                     message = text
                 }
-                parsed.append((channel, data, Self.keys(of: data, channel: channel, in: raw), message))
+                var keys = Self.keys(of: data, channel: channel, in: raw)
+                if let a = JSONScanner.member("account", of: item, in: raw) {
+                    guard let name = JSONScanner.string(a, in: raw), !name.isEmpty, name.utf8.count <= Self.maxAccountLength else {
+                        return .rejected(status: 400, reason: "invalid_message",
+                                         message: "\(at)'account' must be a non-empty string of at most \(Self.maxAccountLength) bytes")
+                    }
+                    keys.account = name
+                }
+                parsed.append((channel, data, keys, message))
             }
             var frames: [BroadcastFrame] = []
             frames.reserveCapacity(parsed.count)
@@ -166,9 +184,11 @@ public actor StreamPublisher {
         stats.rejected[reason, default: 0] += 1
     }
 
-    /// `GET /api/snapshot`.
-    public func snapshotJSON() -> [UInt8] {
-        snapshot.json(epoch: epoch, seq: seq, timestamp: Timestamp.string(millisecondsSinceEpoch: wallClockNanoseconds() / 1_000_000))
+    /// `GET /api/snapshot`: the public state plus the private state of `accounts` (nil: of
+    /// every account, for a server without authentication).
+    public func snapshotJSON(accounts: [String]? = nil) -> [UInt8] {
+        snapshot.json(epoch: epoch, seq: seq, timestamp: Timestamp.string(millisecondsSinceEpoch: wallClockNanoseconds() / 1_000_000),
+                      accounts: accounts)
     }
 
     // MARK: -
@@ -176,20 +196,23 @@ public actor StreamPublisher {
     private func encode(_ channel: Channel, data: UnsafeRawBufferPointer, keys: Keys, message: String?, acceptedAt: UInt64) -> BroadcastFrame {
         seq += 1
         writer.begin(type: channel.typeName, seq: seq)
+        if let account = keys.account { writer.account(account) }
         writer.data(data)
         if let message { writer.message(message) }
         writer.end(timestampMilliseconds: wallClockNanoseconds() / 1_000_000)
         let symbolHash = keys.symbol.map(SymbolHash.hash) ?? 0
         var conflationKey: UInt64 = 0
         if channel.isConflatable {
-            conflationKey = SymbolHash.hash("\(channel.rawValue)|\(keys.symbol ?? "")|\(keys.timeframe ?? "")")
+            conflationKey = SymbolHash.hash("\(channel.rawValue)|\(keys.symbol ?? "")|\(keys.timeframe ?? "")|\(keys.account ?? "")")
         }
         let frame = writer.bytes.withUnsafeBytes {
-            BroadcastFrame(json: $0, seq: seq, channel: channel, symbolHash: symbolHash, conflationKey: conflationKey, acceptedAt: acceptedAt)
+            BroadcastFrame(json: $0, seq: seq, channel: channel, symbolHash: symbolHash, conflationKey: conflationKey, acceptedAt: acceptedAt,
+                           account: accountRouting ? keys.account : nil)
         }
         stats.published[Int(channel.rawValue)] += 1
         stats.recordSize(writer.bytes.count)
-        snapshot.record(channel, message: writer.bytes, symbol: keys.symbol, timeframe: keys.timeframe, side: keys.side, closed: keys.closed)
+        snapshot.record(channel, message: writer.bytes, seq: seq, symbol: keys.symbol, timeframe: keys.timeframe, side: keys.side,
+                        closed: keys.closed, account: accountRouting ? keys.account : nil)
         return frame
     }
 

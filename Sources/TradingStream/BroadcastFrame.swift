@@ -21,8 +21,15 @@ public final class BroadcastFrame: @unchecked Sendable {
     public let conflationKey: UInt64
     /// Monotonic nanoseconds when the publish was accepted (broadcast latency).
     public let acceptedAt: UInt64
+    /// The account a private message is for (PROTOCOL.md "Private messages"); nil: public.
+    public let account: String?
+    /// Hash of `account`, 0 when public: routing compares this first, then the name.
+    public let accountHash: UInt64
 
-    public init(json: UnsafeRawBufferPointer, seq: UInt64, channel: Channel, symbolHash: UInt64, conflationKey: UInt64, acceptedAt: UInt64) {
+    public init(
+        json: UnsafeRawBufferPointer, seq: UInt64, channel: Channel, symbolHash: UInt64, conflationKey: UInt64, acceptedAt: UInt64,
+        account: String? = nil
+    ) {
         let header = FrameEncoder.headerSize(payloadLength: json.count, masked: false)
         count = header + json.count
         bytes = malloc(count)!
@@ -34,6 +41,8 @@ public final class BroadcastFrame: @unchecked Sendable {
         self.symbolHash = symbolHash
         self.conflationKey = conflationKey
         self.acceptedAt = acceptedAt
+        self.account = account
+        accountHash = account.map { AccountHash.hash($0) } ?? 0
     }
 
     deinit { free(bytes) }
@@ -41,5 +50,14 @@ public final class BroadcastFrame: @unchecked Sendable {
     /// The JSON text.
     public var json: UnsafeRawBufferPointer {
         UnsafeRawBufferPointer(start: bytes + payloadOffset, count: count - payloadOffset)
+    }
+}
+
+/// Account names hashed for routing; never 0, which means "public".
+public enum AccountHash {
+    @inlinable
+    public static func hash(_ account: String) -> UInt64 {
+        let h = SymbolHash.hash(account) ^ 0xA5A5_5A5A_C3C3_3C3C
+        return h == 0 ? 1 : h
     }
 }

@@ -18,6 +18,12 @@ public struct EnvelopeWriter {
         appendInteger(seq)
     }
 
+    /// The account a private message is for (PROTOCOL.md "Private messages").
+    public mutating func account(_ name: String) {
+        append(",\"account\":")
+        appendQuoted(name)
+    }
+
     public mutating func data(_ raw: UnsafeRawBufferPointer) {
         append(",\"data\":")
         bytes.append(contentsOf: raw)

@@ -1,4 +1,6 @@
+import AccessToken
 import ArgumentParser
+import Authentication
 import CLibEV
 import EdgeServer
 import Glibc
@@ -87,6 +89,30 @@ struct Tickwire: ParsableCommand {
     @Option(help: "PEM private key for --tls-cert.")
     var tlsKey: String?
 
+    @Option(help: "Access tokens (JWT) on /ws and /api/snapshot: off, optional (checked when given; none sees public data only) or required (401 without a valid one).")
+    var auth = "off"
+
+    @Option(help: "File holding the HS256 secret (at least 32 bytes) tokens are signed with.")
+    var jwtSecretFile: String?
+
+    @Option(help: "PEM RSA (RS256) or EC P-256 (ES256) public key tokens are signed with.")
+    var jwtPublicKeyFile: String?
+
+    @Option(help: "JSON Web Key Set file (RS256/ES256/HS256 keys, chosen by the token's kid). Read at start-up; never fetched.")
+    var jwksFile: String?
+
+    @Option(help: "Required token issuer (iss); unchecked when not given.")
+    var jwtIssuer: String?
+
+    @Option(help: "Required token audience (aud); unchecked when not given.")
+    var jwtAudience: String?
+
+    @Option(help: "Clock skew allowed on exp and nbf.")
+    var jwtLeeway = DurationArgument(milliseconds: 30_000)
+
+    @Option(help: "How long before a token expires the server asks the client for a new one (RefreshToken).")
+    var tokenRefreshLead = DurationArgument(milliseconds: 60_000)
+
     @Option(help: "Lowest log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -100,12 +126,27 @@ struct Tickwire: ParsableCommand {
         guard LogFormat(rawValue: logFormat) != nil else {
             throw ValidationError("--log-format must be text or json (got '\(logFormat)')")
         }
-        let problems = makeConfiguration().validate()
+        guard AuthMode(rawValue: auth) != nil else {
+            throw ValidationError("--auth must be off, optional or required (got '\(auth)')")
+        }
+        let problems = try makeConfiguration().validate()
         if let first = problems.first { throw ValidationError(first) }
     }
 
-    func makeConfiguration() -> ServerConfiguration {
+    func makeConfiguration() throws -> ServerConfiguration {
         var config = ServerConfiguration()
+        config.auth = AuthMode(rawValue: auth) ?? .off
+        switch loadKeys() {
+        case .success(let keys):
+            if !keys.isEmpty {
+                config.tokenVerifier = TokenVerifier(
+                    keys: keys,
+                    policy: ClaimsPolicy(issuer: jwtIssuer, audience: jwtAudience, leewaySeconds: Int64(jwtLeeway.milliseconds / 1000)))
+            }
+        case .failure(let error):
+            throw ValidationError(error.description)
+        }
+        config.tokenRefreshLeadMilliseconds = tokenRefreshLead.milliseconds
         config.host = host
         config.port = port
         config.workers = workers ?? ReactorCount.online
@@ -134,6 +175,10 @@ struct Tickwire: ParsableCommand {
         return config
     }
 
+    private func loadKeys() -> Result<KeySet, KeyLoadingError> {
+        Result { () throws(KeyLoadingError) in try KeySet.load(secretFile: jwtSecretFile, publicKeyFile: jwtPublicKeyFile, jwksFile: jwksFile) }
+    }
+
     func run() throws {
         let level = Logger.Level(rawValue: logLevel)!
         let format = LogFormat(rawValue: logFormat)!
@@ -141,7 +186,7 @@ struct Tickwire: ParsableCommand {
         SignalLoop.logOutput = output
         LoggingSystem.bootstrap { label in LogLineHandler(label: label, level: level, output: output) }
         let logger = Logger(label: "tickwire")
-        let server = Server(config: makeConfiguration(), logger: logger)
+        let server = Server(config: try makeConfiguration(), logger: logger)
         do {
             try server.start()
         } catch {
@@ -263,7 +308,8 @@ func argumentsWithEnvironment() -> [String] {
         "host", "port", "workers", "max-connections", "max-message-size", "ping-interval", "idle-timeout",
         "handshake-timeout", "close-timeout", "shutdown-grace", "max-header-bytes", "max-body-size",
         "log-level", "log-format", "history", "max-backlog", "publish-token", "symbols", "sim-rate", "sim-seed", "send-buffer",
-        "tls-cert", "tls-key",
+        "tls-cert", "tls-key", "auth", "jwt-secret-file", "jwt-public-key-file", "jwks-file", "jwt-issuer",
+        "jwt-audience", "jwt-leeway", "token-refresh-lead",
     ]
     let flags = ["echo", "pin-workers"]
     func variable(_ option: String) -> String? {

@@ -3,7 +3,6 @@ the peers (scripts/tls-test.sh runs this with TICKWIRE_BIN set).
 
 Each test starts its own server on a free loopback port with a certificate made for it
 (openssl req), so reload and failure tests cannot disturb each other."""
-import base64
 import json
 import os
 import pathlib
@@ -12,22 +11,15 @@ import socket
 import ssl
 import struct
 import subprocess
+import sys
 import time
 import urllib.request
 
 import pytest
 
-BIN = os.environ.get("TICKWIRE_BIN", str(pathlib.Path(__file__).resolve().parents[2] / ".build/debug/tickwire"))
-
-
-def wait_for(condition, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "support"))
+import wsharness  # noqa: E402
+from wsharness import BIN, Frames, free_port, wait_for  # noqa: E402,F401
 
 
 def make_certificate(directory, name, days=2):
@@ -36,12 +28,6 @@ def make_certificate(directory, name, days=2):
                     "-days", str(days), "-subj", f"/CN={name}", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
                     "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
     return cert, key
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
@@ -105,51 +91,7 @@ def server(tmp_path):
 
 
 def upgrade(sock, path="/ws"):
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = sock.recv(4096)
-        assert chunk, "closed during the upgrade"
-        head += chunk
-    head, rest = head.split(b"\r\n\r\n", 1)
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return Frames(sock, rest)
-
-
-class Frames:
-    def __init__(self, sock, buffered=b""):
-        self.sock, self.buf = sock, bytearray(buffered)
-
-    def _need(self, n):
-        while len(self.buf) < n:
-            chunk = self.sock.recv(1 << 16)
-            if not chunk:
-                raise EOFError
-            self.buf += chunk
-
-    def read(self):
-        self._need(2)
-        opcode, length = self.buf[0] & 0x0F, self.buf[1] & 0x7F
-        offset = 2
-        if length == 126:
-            self._need(4); length = struct.unpack(">H", self.buf[2:4])[0]; offset = 4
-        elif length == 127:
-            self._need(10); length = struct.unpack(">Q", self.buf[2:10])[0]; offset = 10
-        self._need(offset + length)
-        payload = bytes(self.buf[offset:offset + length])
-        del self.buf[:offset + length]
-        return opcode, payload
-
-    def send(self, opcode, payload):
-        mask = os.urandom(4)
-        n = len(payload)
-        head = bytes([0x80 | opcode])
-        head += bytes([0x80 | n]) if n < 126 else (bytes([0x80 | 126]) + struct.pack(">H", n) if n < 65536 else bytes([0x80 | 127]) + struct.pack(">Q", n))
-        keystream = (mask * (n // 4 + 1))[:n]
-        masked = (int.from_bytes(payload, "big") ^ int.from_bytes(keystream, "big")).to_bytes(n, "big") if n else b""
-        self.sock.sendall(head + mask + masked)
+    return wsharness.upgrade(sock, path)[0]
 
 
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])

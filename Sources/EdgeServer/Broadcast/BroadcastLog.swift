@@ -9,6 +9,8 @@ struct LogEntry {
     var seq: UInt64
     var symbolHash: UInt64
     var conflationKey: UInt64
+    /// 0 for public messages; else the account's hash (the name is on `frame`).
+    var accountHash: UInt64
     /// Bytes of all entries before this one (prefix sum), for O(1) backlog estimates.
     var cumulative: UInt64
     /// Monotonic ns when the publish was accepted (broadcast latency).
@@ -59,7 +61,7 @@ final class BroadcastLog {
         let index = end
         (ring + Int(index & UInt64(capacity - 1))).initialize(to: LogEntry(
             bytes: f.bytes, count: UInt32(f.count), channel: f.channel.rawValue, seq: f.seq,
-            symbolHash: f.symbolHash, conflationKey: f.conflationKey, cumulative: totalBytes, acceptedAt: f.acceptedAt, frame: frame
+            symbolHash: f.symbolHash, conflationKey: f.conflationKey, accountHash: f.accountHash, cumulative: totalBytes, acceptedAt: f.acceptedAt, frame: frame
         ))
         totalBytes &+= UInt64(f.count)
         end += 1

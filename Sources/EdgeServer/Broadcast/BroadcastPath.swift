@@ -1,3 +1,4 @@
+import AccessToken
 import Logging
 import Reactor
 import TradingStream
@@ -64,16 +65,25 @@ final class BroadcastPath {
         batchNumber &+= 1
         // The index lists these frames can concern: one per channel, one per (channel, symbol).
         keysScratch.removeAll(keepingCapacity: true)
+        var anyPublic = false
         var i = first
         while i < log.end {
             let e = log.entry(i)
+            if e.pointee.accountHash != 0 {
+                // Private: only the connections its account's list names are touched.
+                let ak = SubscriptionIndex.accountKey(e.pointee.accountHash)
+                if !keysScratch.contains(ak) { keysScratch.append(ak) }
+                i += 1
+                continue
+            }
+            anyPublic = true
             let ck = SubscriptionIndex.channelKey(e.pointee.channel)
             if !keysScratch.contains(ck) { keysScratch.append(ck) }
             let sk = Self.symbolKey(e)
             if !keysScratch.contains(sk) { keysScratch.append(sk) }
             i += 1
         }
-        index.forEachCandidate(keys: keysScratch) { slot in
+        index.forEachCandidate(keys: keysScratch, everything: anyPublic) { slot in
             activate(table.pointer(slot), first: first)
         }
         if worker.logger.logLevel <= .debug { logBroadcasts(from: first) }
@@ -133,6 +143,11 @@ final class BroadcastPath {
     static func matches(_ c: UnsafeMutablePointer<Connection>, _ e: UnsafeMutablePointer<LogEntry>) -> Bool {
         if c.pointee.channelMask & (1 << e.pointee.channel) == 0 { return false }
         if e.pointee.seq <= c.pointee.minSeq { return false }
+        if e.pointee.accountHash != 0 {
+            guard c.pointee.flags.contains(.hasAccounts), let x = Self.extras(c),
+                  x.mayRead(accountHash: e.pointee.accountHash, frame: e.pointee.frame.takeUnretainedValue())
+            else { return false }
+        }
         if c.pointee.flags.contains(.filtered) && e.pointee.symbolHash != 0 {
             return Subscription.contains(Self.extras(c)!.subscription.symbolHashes, e.pointee.symbolHash)
         }
@@ -248,6 +263,7 @@ final class BroadcastPath {
     /// Drops all broadcast state (the socket closes).
     func releaseState(_ c: UnsafeMutablePointer<Connection>) {
         leaveIndex(c)
+        leaveAccounts(c)
         c.pointee.flags.remove([.broadcastPending, .filtered, .sentBroadcast])
         if let raw = c.pointee.extras {
             Unmanaged<ConnectionExtras>.fromOpaque(raw).release()
@@ -275,6 +291,33 @@ final class BroadcastPath {
             }
         }
         c.pointee.flags.insert(.indexed)
+    }
+
+    // MARK: - Accounts
+
+    /// Records what the connection's token grants, and lists it under each of its accounts.
+    func grant(_ c: UnsafeMutablePointer<Connection>, _ grant: AccessGrant) {
+        leaveAccounts(c)
+        let e = ensureExtras(c)
+        e.grant = grant
+        e.accountHashes = grant.accounts.map { AccountHash.hash($0) }
+        if e.accountHashes.isEmpty { c.pointee.flags.remove(.hasAccounts); return }
+        c.pointee.flags.insert(.hasAccounts)
+        index.joinAccounts(c.pointee.slot, e.accountHashes, e)
+    }
+
+    /// The connection leaves its accounts' lists (its Close, or the socket's).
+    func leaveAccounts(_ c: UnsafeMutablePointer<Connection>) {
+        guard c.pointee.flags.contains(.hasAccounts), let e = Self.extras(c) else { return }
+        c.pointee.flags.remove(.hasAccounts)
+        index.leaveAccounts(c.pointee.slot, e, extrasOf: { slot in Self.extras(table.pointer(slot)) })
+    }
+
+    /// The token's grant, if the connection has one.
+    @inline(__always)
+    static func grant(of c: UnsafeMutablePointer<Connection>) -> AccessGrant? {
+        guard c.pointee.extras != nil else { return nil }
+        return extras(c)?.grant
     }
 
     /// No broadcast reaches the connection after this (its Close, or a new subscription).

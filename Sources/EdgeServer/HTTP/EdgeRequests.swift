@@ -27,7 +27,8 @@ struct ResponseFormat: Sendable {
 enum EdgeRequest: @unchecked Sendable {
     // @unchecked: the payloads are values, plus references used only on the edge thread.
     enum Query: Sendable {
-        case snapshot
+        /// The public state plus these accounts' (nil: every account, with auth off).
+        case snapshot(accounts: [String]?)
         case metrics
     }
 
@@ -75,8 +76,8 @@ enum EdgeRequests {
             let body: [UInt8]
             let contentType: String
             switch query {
-            case .snapshot:
-                body = context.publisher.assumeIsolated { $0.snapshotJSON() }
+            case .snapshot(let accounts):
+                body = context.publisher.assumeIsolated { $0.snapshotJSON(accounts: accounts) }
                 contentType = "application/json"
             case .metrics:
                 body = context.metrics.assumeIsolated { $0.render() }

@@ -1,3 +1,4 @@
+import AccessToken
 import Glibc
 import Ingestion
 import Logging
@@ -167,7 +168,7 @@ final class HTTPEndpoint {
             publish(c, request)
         } else if request.pathIs("/api/snapshot") {
             if head.method != .get && head.method != .head { return methodNotAllowed(c, request, allow: "GET, HEAD, OPTIONS") }
-            handOff(c, request, .snapshot)
+            snapshot(c, request)
         } else if request.pathIs("/metrics") {
             if head.method != .get && head.method != .head { return methodNotAllowed(c, request, allow: "GET, HEAD") }
             handOff(c, request, .metrics)
@@ -252,6 +253,25 @@ final class HTTPEndpoint {
         EdgeRequests.send(.publish(worker.context, bodies: batch.map(\.body), cors: batch.map(\.cors), reply: reply))
     }
 
+    /// `GET /api/snapshot`: with auth on, the token (`Authorization: Bearer` or `?token=`)
+    /// decides whose private state is included; an invalid one, or none with `--auth
+    /// required`, gets 401.
+    private func snapshot(_ c: UnsafeMutablePointer<Connection>, _ request: HTTPRequest) {
+        if config.auth == .off { return handOff(c, request, .snapshot(accounts: nil)) }
+        let query = QueryParameters(request.string(request.head.query) ?? "")
+        switch worker.authenticator.check(authorization: request.string(request.head.authorization), subprotocols: nil, queryToken: query["token"]) {
+        case .anonymous:
+            stats.authResults[AuthResult.anonymous.rawValue].bump()
+            handOff(c, request, .snapshot(accounts: []))
+        case .granted(let grant, _):
+            stats.authResults[AuthResult.accepted.rawValue].bump()
+            handOff(c, request, .snapshot(accounts: grant.accounts))
+        case .refused(let failure):
+            stats.authResults[AuthResult(failure).rawValue].bump()
+            refuseToken(c, request, failure, close: false)
+        }
+    }
+
     /// Hands a request to the edge actors; the connection reads nothing more until the
     /// reply comes back through the reactor's mailbox (`WorkerCommand.httpReply`).
     private func handOff(_ c: UnsafeMutablePointer<Connection>, _ request: HTTPRequest, _ kind: EdgeRequest.Query) {
@@ -326,6 +346,26 @@ final class HTTPEndpoint {
             return respondError(c, .serviceUnavailable, "server is shutting down; reconnect to another node",
                                 request: request, headers: [("Retry-After", "1")], close: true)
         }
+        // Tokens before the connection counts against any limit (PROTOCOL.md "Authentication").
+        let query = QueryParameters(request.string(head.query) ?? "")
+        var grant: AccessGrant?
+        var subprotocol: String?
+        if endpoint == .stream {
+            switch worker.authenticator.check(authorization: request.string(head.authorization),
+                                              subprotocols: request.string(head.webSocketProtocol), queryToken: query["token"]) {
+            case .anonymous(let answer):
+                subprotocol = answer
+                if config.auth != .off { stats.authResults[AuthResult.anonymous.rawValue].bump() }
+            case let .granted(g, answer):
+                grant = g
+                subprotocol = answer
+                stats.authResults[AuthResult.accepted.rawValue].bump()
+            case .refused(let failure):
+                stats.authResults[AuthResult(failure).rawValue].bump()
+                stats.upgradesRejected.bump()
+                return refuseToken(c, request, failure)
+            }
+        }
         let context = worker.context
         if context.admitted.add(1, ordering: .relaxed).newValue > config.maxConnections {
             context.admitted.subtract(1, ordering: .relaxed)
@@ -347,7 +387,13 @@ final class HTTPEndpoint {
         var n = prefix.utf8CodeUnitCount
         n += Handshake.writeAcceptValue(key: key, into: p + n)
         (p + n).storeBytes(of: UInt32(0x0A0D_0A0D), as: UInt32.self)   // "\r\n\r\n"
-        c.pointee.output.commit(n + 4)
+        if let subprotocol {
+            // A browser that offered subprotocols needs one back (RFC 6455 §4.1).
+            c.pointee.output.commit(n + 2)
+            c.pointee.output.append(Array("Sec-WebSocket-Protocol: \(subprotocol)\r\n\r\n".utf8), pool: pool)
+        } else {
+            c.pointee.output.commit(n + 4)
+        }
 
         c.pointee.endpoint = endpoint
         c.pointee.session = WebSocketSession(role: .server, maxMessageSize: UInt64(config.maxMessageSize))
@@ -358,8 +404,23 @@ final class HTTPEndpoint {
             worker.logger.info("WebSocket client connected from \(c.pointee.peer.host)",
                                metadata: ["conn": "\(c.pointee.id)", "peer": "\(c.pointee.peer.description)", "path": "\(request.pathString)"])
         }
-        if endpoint == .stream { worker.stream.opened(c, request) }
+        if endpoint == .stream { worker.stream.opened(c, request, query: query, grant: grant) }
         output.markDirty(c)
+    }
+}
+
+extension HTTPEndpoint {
+    /// 401 with the failed check named (`code`), before any upgrade (RFC 6750 §3).
+    func refuseToken(_ c: UnsafeMutablePointer<Connection>, _ request: HTTPRequest, _ failure: TokenFailure, close: Bool = true) {
+        if worker.logger.logLevel <= .info {
+            worker.logger.info("token refused: \(failure.code)", metadata: ["peer": "\(c.pointee.peer.description)", "path": "\(request.pathString)"])
+        }
+        let status = HTTPStatus.unauthorized
+        let body = Array("{\"status\":401,\"error\":\"Unauthorized\",\"code\":\"\(failure.code)\",\"message\":\(JSONText.quoted(failure.message))}".utf8)
+        let challenge = failure == .missing
+            ? "Bearer realm=\"tickwire\""
+            : "Bearer realm=\"tickwire\", error=\"invalid_token\", error_description=\"\(failure.code)\""
+        respond(c, status, body: body, request: request, headers: [("WWW-Authenticate", challenge)], close: close)
     }
 }
 

@@ -98,11 +98,26 @@ actor MetricsExporter {
                      sum { $0.upgradesRejected.load(ordering: .relaxed) })
         text.counter("tickwire_bytes_sent_total", "Bytes written to client sockets.", sum { $0.bytesSent.load(ordering: .relaxed) })
         if context.config.tlsEnabled { tlsMetrics(&text, sum) }
+        if context.config.auth != .off { authMetrics(&text, sum) }
         text.labeled("tickwire_build_info", "gauge", "Build information.", [("version=\"\(TickwireVersion.string)\"", 1)])
         text.gauge("tickwire_uptime_seconds", "Seconds since the server started.",
                    Double(monotonicMilliseconds() - context.startedAtMonotonic) / 1000)
         processMetrics(&text)
         return Array(text.output.utf8)
+    }
+
+    /// Tokens: results of the checks, refreshes, expiry closes, forbidden subscriptions.
+    private func authMetrics(_ text: inout MetricsText, _ sum: ((WorkerStats) -> UInt64) -> UInt64) {
+        text.labeled("tickwire_auth_total", "counter", "Token checks on WebSocket upgrades and snapshot requests, by result.",
+                     AuthResult.allCases.map { r in ("result=\"\(r.label)\"", Double(sum { $0.authResults[r.rawValue].load(ordering: .relaxed) })) })
+        text.labeled("tickwire_token_refreshes_total", "counter", "In-band Refresh messages, by result.", [
+            ("result=\"accepted\"", Double(sum { $0.tokenRefreshes.load(ordering: .relaxed) })),
+            ("result=\"refused\"", Double(sum { $0.tokenRefreshesRefused.load(ordering: .relaxed) })),
+        ])
+        text.counter("tickwire_token_expiry_closes_total", "Connections closed with 4001 because their token expired without a refresh.",
+                     sum { $0.tokenExpiryCloses.load(ordering: .relaxed) })
+        text.counter("tickwire_subscriptions_forbidden_total", "Subscribe requests refused (FORBIDDEN) for going beyond the token's channels or symbols.",
+                     sum { $0.forbiddenSubscriptions.load(ordering: .relaxed) })
     }
 
     /// Native TLS: handshakes by version, failures by kind, and the certificate's expiry

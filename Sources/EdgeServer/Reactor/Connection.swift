@@ -43,6 +43,10 @@ struct ConnectionFlags: OptionSet {
     static let tlsEstablished = ConnectionFlags(rawValue: 1 << 12)
     /// The TLS handshake must write before it reads on, and the socket was full.
     static let tlsReadWantsWrite = ConnectionFlags(rawValue: 1 << 13)
+    /// Its token names accounts: it is in their index lists (`extras.accountHashes`).
+    static let hasAccounts = ConnectionFlags(rawValue: 1 << 14)
+    /// The upgrade carried a valid token (`extras.grant`).
+    static let authenticated = ConnectionFlags(rawValue: 1 << 15)
 }
 
 /// One connection's state. A plain struct with no references (so no ARC), living at a

@@ -41,7 +41,10 @@ final class LifecycleDriver {
             closeSocket(c)
             return
         }
-        if a.contains(.stopBroadcasts) { broadcast.leaveIndex(c) }
+        if a.contains(.stopBroadcasts) {
+            broadcast.leaveIndex(c)
+            broadcast.leaveAccounts(c)
+        }
         if a.contains(.cancelRequestDeadline) { timers.cancelRequest(c) }
         if a.contains(.cancelSessionTimers) { timers.cancelSession(c) }
         if a.contains(.armRequestDeadline) { timers.armRequest(c) }

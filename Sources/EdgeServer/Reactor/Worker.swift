@@ -34,6 +34,7 @@ enum WorkerCommand: @unchecked Sendable {
 /// | `WebSocketEndpoint` | WebSocket/WebSocketEndpoint.swift | frames, the session, echo |
 /// | `StreamEndpoint` | WebSocket/StreamEndpoint.swift | the `/ws` protocol: greeting, Subscribe, resume |
 /// | `TLSTransport` | TLS/TLSTransport.swift | TLS or plain on a TLS port, reads and writes through OpenSSL |
+/// | `TokenLifetimes` | Auth/TokenLifetimes.swift | token expiry: the refresh request, then close 4001 |
 ///
 /// All of it runs on the reactor's own thread, except `post(_:)` and `wake()`.
 final class Worker: @unchecked Sendable {
@@ -55,6 +56,8 @@ final class Worker: @unchecked Sendable {
     /// This reactor's TLS context (OpenSSL SSL_CTX) when the port speaks TLS; set before the
     /// thread starts, then replaced only on the reactor (a reload through the mailbox).
     var tlsContext: OpaquePointer?
+    /// Token checks (`--auth`): a value, this reactor's own.
+    let authenticator: Authenticator
 
     // The parts (set once in init; never nil afterwards).
     private(set) var timers: ConnectionTimers!
@@ -69,6 +72,7 @@ final class Worker: @unchecked Sendable {
     private(set) var http: HTTPEndpoint!
     private(set) var webSocket: WebSocketEndpoint!
     private(set) var stream: StreamEndpoint!
+    private(set) var tokens: TokenLifetimes!
 
     private let commands = MPSCQueue<WorkerCommand>()
     private let asyncWatcher = UnsafeMutablePointer<ev_async>.allocate(capacity: 1)
@@ -85,6 +89,7 @@ final class Worker: @unchecked Sendable {
         var logger = context.logger
         logger[metadataKey: "worker"] = "\(index)"
         self.logger = logger
+        authenticator = Authenticator(config: context.config)
 
         // Made in dependency order: a part holds strong references to the parts it calls on
         // the per-message path (so those calls cost no reference counting), and reaches any
@@ -106,6 +111,7 @@ final class Worker: @unchecked Sendable {
         http = HTTPEndpoint(worker: self, output: output)
         webSocket = WebSocketEndpoint(worker: self, output: output)
         stream = StreamEndpoint(worker: self, path: broadcast, output: output)
+        tokens = TokenLifetimes(worker: self)
 
         loop.setOwner(self)
         tw_ev_async_init(asyncWatcher, { loop, _, _ in

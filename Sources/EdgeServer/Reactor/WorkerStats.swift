@@ -43,6 +43,15 @@ final class WorkerStats: Sendable {
     let tlsRecordFailures = Atomic<UInt64>(0)
     /// Plain-text HTTP requests on the TLS port, answered 400.
     let tlsPlaintextRequests = Atomic<UInt64>(0)
+    /// Token checks on upgrades and snapshots, by result (`AuthResult`).
+    let authResults: InlineArray<13, Atomic<UInt64>> = InlineArray { _ in Atomic<UInt64>(0) }
+    /// In-band `Refresh` messages accepted and refused.
+    let tokenRefreshes = Atomic<UInt64>(0)
+    let tokenRefreshesRefused = Atomic<UInt64>(0)
+    /// Connections closed 4001 because their token expired without a refresh.
+    let tokenExpiryCloses = Atomic<UInt64>(0)
+    /// Subscriptions refused for going beyond the token's channels or symbols.
+    let forbiddenSubscriptions = Atomic<UInt64>(0)
     /// Publish requests the reactor refused before the publisher saw them, by reason.
     let publishRejections: InlineArray<3, Atomic<UInt64>> = InlineArray { _ in Atomic<UInt64>(0) }
 

@@ -22,6 +22,20 @@ export interface ConnectedData {
   seq: number;
   heartbeat_interval_ms: number;
   server: string;
+  /** With a token: the accounts whose private messages this connection receives. */
+  accounts?: string[];
+  /** With a token that expires: its `exp`, seconds since the epoch. */
+  expires_at?: number;
+}
+
+/** The server asks for a new token before the current one expires (PROTOCOL.md "Token refresh"). */
+export interface RefreshTokenData {
+  expires_at: number;
+  expires_in_ms: number;
+}
+
+export interface TokenRefreshedData {
+  expires_at: number | null;
 }
 
 export interface MarketData {
@@ -135,6 +149,8 @@ export interface ServerMessageDataMap {
   Error: ErrorData;
   Pong: undefined;
   SubscriptionConfirmed: SubscriptionConfirmedData;
+  RefreshToken: RefreshTokenData;
+  TokenRefreshed: TokenRefreshedData;
 }
 
 export type ServerMessageType = keyof ServerMessageDataMap;
@@ -144,6 +160,8 @@ export interface Envelope<T extends ServerMessageType = ServerMessageType, D = S
   type: T;
   /** Monotonic per server epoch; a valid resume point on any message. */
   seq: number;
+  /** Private messages (PositionUpdate, TradeExecuted, BotStatusUpdate, ...): the account they are for. */
+  account?: string;
   data?: D;
   message?: string;
   /** ISO 8601 UTC with milliseconds. */
@@ -160,12 +178,14 @@ export type BotStatusUpdateMessage = Envelope<"BotStatusUpdate">;
 export type ErrorMessage = Envelope<"Error">;
 export type PongMessage = Envelope<"Pong">;
 export type SubscriptionConfirmedMessage = Envelope<"SubscriptionConfirmed">;
+export type RefreshTokenMessage = Envelope<"RefreshToken">;
+export type TokenRefreshedMessage = Envelope<"TokenRefreshed">;
 
 /** Any server message, discriminated by `type`. */
 export type ServerMessage =
   | ConnectedMessage | MarketDataMessage | ChartUpdateMessage | PositionUpdateMessage
   | TradeExecutedMessage | AISignalReceivedMessage | BotStatusUpdateMessage | ErrorMessage
-  | PongMessage | SubscriptionConfirmedMessage;
+  | PongMessage | SubscriptionConfirmedMessage | RefreshTokenMessage | TokenRefreshedMessage;
 
 /** Alias with the spec's name. */
 export type WebSocketMessage = ServerMessage;
@@ -195,10 +215,16 @@ export interface UnsubscribeMessage {
   timestamp?: string;
 }
 
+/** The answer to RefreshToken: a new token for the same accounts. */
+export interface RefreshMessage {
+  type: "Refresh";
+  data: { token: string };
+}
+
 /** What `sendMessage` accepts: the protocol's client messages, or any object with a type
  *  (unknown client types are ignored by the server, for forward compatibility). */
 export type OutgoingWebSocketMessage =
-  | PingMessage | SubscribeMessage | UnsubscribeMessage
+  | PingMessage | SubscribeMessage | UnsubscribeMessage | RefreshMessage
   | { type: string; data?: Record<string, unknown>; timestamp?: string };
 
 // ---------------------------------------------------------------------------------------
@@ -293,7 +319,7 @@ export interface WebSocketLike {
   close(code?: number, reason?: string): void;
 }
 
-export type WebSocketConstructor = new (url: string) => WebSocketLike;
+export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
 
 export interface FetchResponseLike {
   ok: boolean;
@@ -346,6 +372,9 @@ export interface TickwireOptions extends Partial<BackoffOptions> {
   maxCandles?: number;
   /** Timeframe kept in state.candles. Default "1m". */
   candleTimeframe?: string;
+  /** Returns the access token (a JWT), or a Promise of one; called before every connect and
+   *  when the server sends RefreshToken. Default null: no token. */
+  getToken?: (() => string | null | Promise<string | null>) | null;
   /** Initial subscription (null or empty: everything). */
   channels?: Channel[] | null;
   symbols?: string[] | null;

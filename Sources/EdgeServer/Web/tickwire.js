@@ -22,7 +22,7 @@ export const BROADCAST_TYPES = Object.freeze([
 ]);
 
 /** Per-connection message types: they repeat the seq of the last broadcast before them. */
-export const CONNECTION_TYPES = Object.freeze(["Connected", "Pong", "SubscriptionConfirmed"]);
+export const CONNECTION_TYPES = Object.freeze(["Connected", "Pong", "SubscriptionConfirmed", "RefreshToken", "TokenRefreshed"]);
 
 /** Channel aliases accepted by the server, mapped to canonical type names. */
 export const CHANNEL_ALIASES = Object.freeze({
@@ -62,6 +62,10 @@ export const DEFAULT_OPTIONS = Object.freeze({
   maxCandles: 120,
   /** The candle timeframe kept in `state.candles` (ChartUpdate of other timeframes is ignored). */
   candleTimeframe: "1m",
+  /** Access tokens (PROTOCOL.md "Authentication"): a function returning a JWT, or a Promise of
+   *  one, called before every connect and when the server asks for a refresh. null: none.
+   *  The token travels as a Sec-WebSocket-Protocol entry, so it stays out of URLs and logs. */
+  getToken: null,
   /** Initial subscription; null/[] means everything. Remembered across reconnects. */
   channels: null,
   symbols: null,
@@ -407,6 +411,7 @@ export class TickwireClient {
     this._lastPingAt = 0;
     this._resumeRequested = false;
     this._resyncAfterConfirm = false;
+    this._token = null;
     this.stats = { received: 0, applied: 0, duplicatesDropped: 0, invalid: 0, snapshotsLoaded: 0, reconnects: 0 };
     this._onOnline = () => { if (this.connectionState === "reconnecting") this._openSocket(); };
     if (typeof window !== "undefined" && window.addEventListener) window.addEventListener("online", this._onOnline);
@@ -584,8 +589,27 @@ export class TickwireClient {
   }
 
   _openSocket() {
+    if (!this.options.getToken) return this._openSocketWith(null);
     this._dropSocket(1000, "reopen");
     this._clearReconnectTimer();
+    this._setConnection("connecting");
+    const gen = this._generation;
+    Promise.resolve()
+      .then(() => this.options.getToken())
+      .then((token) => {
+        if (gen !== this._generation || !this._shouldReconnect) return;
+        this._openSocketWith(token || null);
+      }, (e) => {
+        if (gen !== this._generation) return;
+        this._error("connection", `getToken failed: ${e && e.message ? e.message : e}`, "TOKEN_FAILED");
+        this._connectionLost();
+      });
+  }
+
+  _openSocketWith(token) {
+    this._dropSocket(1000, "reopen");
+    this._clearReconnectTimer();
+    this._token = token;
     const gen = ++this._generation;
     const url = this._socketUrl();
     this._resumeRequested = this._epoch !== null && this._seq !== null;
@@ -596,7 +620,7 @@ export class TickwireClient {
     this._setConnection("connecting");
     let ws;
     try {
-      ws = new this._WebSocket(url);
+      ws = token ? new this._WebSocket(url, ["tickwire", "bearer." + token]) : new this._WebSocket(url);
     } catch (e) {
       this._error("connection", `Cannot open ${url}: ${e && e.message ? e.message : e}`, "CONNECT_FAILED");
       this._connectionLost();
@@ -610,6 +634,7 @@ export class TickwireClient {
       if (gen !== this._generation) return;
       this._socket = null;
       if (ev && ev.code === 1013) this.log.warn("tickwire: closed as a slow consumer, resuming");
+      if (ev && ev.code === 4001) this.log.warn("tickwire: token expired, reconnecting with a new one");
       this._connectionLost();
     };
     this._connectTimer = setTimeout(() => {
@@ -736,6 +761,10 @@ export class TickwireClient {
     switch (message.type) {
       case "Connected": return this._onConnected(gen, message);
       case "SubscriptionConfirmed": return this._onConfirmed(gen, message);
+      case "RefreshToken": return this._refreshToken(gen);
+      case "TokenRefreshed":
+        this._emit("TokenRefreshed", message.data, message);
+        return;
       case "Pong":
         // A Pong's seq is that of the last broadcast message before it on this connection.
         if (this._phase === "live" && typeof message.seq === "number" && this._seq !== null && message.seq > this._seq) this._seq = message.seq;
@@ -751,6 +780,18 @@ export class TickwireClient {
         if (this._phase === "live") this._applyBroadcast(message);
         else this._buffer.push(message);
     }
+  }
+
+  /** The server asks for a fresh token before the current one expires. */
+  _refreshToken(gen) {
+    if (!this.options.getToken) return;
+    Promise.resolve()
+      .then(() => this.options.getToken())
+      .then((token) => {
+        if (gen !== this._generation || !token) return;
+        this._token = token;
+        this.sendMessage({ type: "Refresh", data: { token } });
+      }, (e) => this.log.warn(`tickwire: getToken failed on refresh: ${e && e.message ? e.message : e}`));
   }
 
   _emitServerError(message) {
@@ -822,7 +863,9 @@ export class TickwireClient {
     const current = () => gen === this._generation && token === this._snapshotToken;
     let snap;
     try {
-      const res = await this._fetch(this.snapshotUrl, { headers: { Accept: "application/json" }, cache: "no-store" });
+      const headers = { Accept: "application/json" };
+      if (this._token) headers.Authorization = "Bearer " + this._token;
+      const res = await this._fetch(this.snapshotUrl, { headers, cache: "no-store" });
       if (!res.ok) throw new Error(`HTTP ${res.status}`);
       snap = await res.json();
       if (!snap || typeof snap !== "object" || typeof snap.seq !== "number") throw new Error("malformed snapshot");

@@ -1,3 +1,4 @@
+import AccessToken
 import Logging
 import Reactor
 import TradingStream
@@ -31,18 +32,26 @@ final class StreamEndpoint {
 
     /// A `/ws` session just opened. Query parameters may narrow the subscription
     /// (`channels`, `symbols`) and resume (`epoch`, `since`) before anything is sent.
-    func opened(_ c: UnsafeMutablePointer<Connection>, _ request: HTTPRequest) {
+    /// `grant`: what the upgrade's token allows (nil: no token).
+    func opened(_ c: UnsafeMutablePointer<Connection>, _ request: HTTPRequest, query: QueryParameters, grant: AccessGrant?) {
         // Everything queued so far (the 101) goes before any frame.
         c.pointee.controlMark = log.end
         c.pointee.controlSeq = log.headSeq
         c.pointee.liveFromSeq = log.headSeq
         c.pointee.minSeq = 0
+        if let grant {
+            c.pointee.flags.insert(.authenticated)
+            path.grant(c, grant)
+            if let exp = grant.expiresAt { worker.tokens.track(c, expiresAt: exp) }
+        }
 
-        let query = QueryParameters(request.string(request.head.query) ?? "")
-        var subscription = Subscription.everything
+        // The default is everything the token allows.
+        var subscription = (try? permit(Subscription.everything, channels: nil, symbols: nil, grant).get()) ?? .everything
         var problem: (code: String, message: String, details: String?)?
         if query["channels"] != nil || query["symbols"] != nil {
-            switch parseSubscription(channels: query["channels"].map { splitList($0) }, symbols: query["symbols"].map { splitList($0) }) {
+            let channels = query["channels"].map { splitList($0) }
+            let symbols = query["symbols"].map { splitList($0) }
+            switch parseSubscription(channels: channels, symbols: symbols).flatMap({ permit($0, channels: channels, symbols: symbols, grant) }) {
             case .success(let s): subscription = s
             case .failure(let p): problem = (p.code, p.message, p.details)
             }
@@ -59,7 +68,17 @@ final class StreamEndpoint {
         }
         let stamp = c.pointee.controlSeq
         var data = EnvelopeWriter(capacity: 160)
-        data.appendRaw("{\"epoch\":\"\(context.epoch)\",\"seq\":\(log.headSeq),\"heartbeat_interval_ms\":\(config.pingIntervalMilliseconds),\"server\":\"tickwire/\(TickwireVersion.string)\"}")
+        data.appendRaw("{\"epoch\":\"\(context.epoch)\",\"seq\":\(log.headSeq),\"heartbeat_interval_ms\":\(config.pingIntervalMilliseconds),\"server\":\"tickwire/\(TickwireVersion.string)\"")
+        if let grant {
+            data.appendRaw(",\"accounts\":[")
+            for (i, a) in grant.accounts.enumerated() {
+                if i > 0 { data.appendRaw(",") }
+                data.appendQuoted(a)
+            }
+            data.appendRaw("]")
+            if let exp = grant.expiresAt { data.appendRaw(",\"expires_at\":\(exp)") }
+        }
+        data.appendRaw("}")
         sendMessage(c, type: "Connected", data: data.bytes, message: "WebSocket connection established", seq: stamp)
         if let resumed {
             sendConfirmation(c, resumed: resumed, seq: stamp)
@@ -103,6 +122,8 @@ final class StreamEndpoint {
             subscribe(c, data, payload)
         case "Unsubscribe":
             unsubscribe(c, data, payload)
+        case "Refresh":
+            refresh(c, data, payload)
         default:
             // Forward compatibility (FR-WEBSOCKET-002): newer clients may send types we do not know.
             logger.debug("ignoring unknown client message type", metadata: ["conn": "\(c.pointee.id)", "type": "\(type)"])
@@ -148,7 +169,7 @@ final class StreamEndpoint {
             }
         }
         let subscription: Subscription
-        switch parseSubscription(channels: channels, symbols: symbols) {
+        switch parseSubscription(channels: channels, symbols: symbols).flatMap({ permit($0, channels: channels, symbols: symbols, BroadcastPath.grant(of: c)) }) {
         case .success(let s): subscription = s
         case .failure(let p): return sendError(c, code: p.code, message: p.message, details: p.details)
         }
@@ -217,6 +238,98 @@ final class StreamEndpoint {
                 message: "symbol '\(bad.prefix(64))' must be 1 to 64 bytes", details: nil))
         }
         return .success(Subscription(channels: resolved, symbols: symbolList))
+    }
+
+    /// The subscription within what the token grants (PROTOCOL.md "Permissions"). Channels
+    /// or symbols the client named beyond it: FORBIDDEN, and nothing changes. Where it named
+    /// none, the subscription narrows to what is granted.
+    private func permit(_ s: Subscription, channels: [String]?, symbols: [String]?, _ grant: AccessGrant?) -> Result<Subscription, SubscriptionProblem> {
+        guard let grant else { return .success(s) }
+        var s = s
+        if channels != nil {
+            let forbidden = grant.forbiddenChannels(s.channelMask)
+            if !forbidden.isEmpty {
+                stats.forbiddenSubscriptions.bump()
+                return .failure(SubscriptionProblem(code: "FORBIDDEN", message: "your token does not allow channel\(forbidden.count > 1 ? "s" : "") \(forbidden.joined(separator: ", "))",
+                                                    details: Self.listJSON("channels", forbidden)))
+            }
+        } else {
+            s.channelMask &= grant.channelMask
+        }
+        if let allowed = grant.symbols {
+            if let symbols, !symbols.isEmpty {
+                let forbidden = grant.forbiddenSymbols(symbols)
+                if !forbidden.isEmpty {
+                    stats.forbiddenSubscriptions.bump()
+                    return .failure(SubscriptionProblem(code: "FORBIDDEN", message: "your token does not allow symbol\(forbidden.count > 1 ? "s" : "") \(forbidden.prefix(16).joined(separator: ", "))",
+                                                        details: Self.listJSON("symbols", forbidden)))
+                }
+            } else {
+                // "Every symbol" means every symbol granted; none granted means none at all.
+                s = Subscription(channels: s.channels, symbols: allowed)
+                if allowed.isEmpty { s.channelMask = 0 }
+            }
+        }
+        return .success(s)
+    }
+
+    private static func listJSON(_ key: String, _ items: [String]) -> String {
+        var w = EnvelopeWriter(capacity: 128)
+        w.appendRaw("{\"\(key)\":[")
+        for (i, item) in items.prefix(64).enumerated() {
+            if i > 0 { w.appendRaw(",") }
+            w.appendQuoted(String(item.prefix(64)))
+        }
+        w.appendRaw("]}")
+        return String(decoding: w.bytes, as: UTF8.self)
+    }
+
+    // MARK: - Token refresh
+
+    /// `{"type":"Refresh","data":{"token":"..."}}` (PROTOCOL.md "Token refresh"): a valid
+    /// token for the same accounts extends the connection's life to its `exp`.
+    private func refresh(_ c: UnsafeMutablePointer<Connection>, _ data: JSONValue?, _ raw: UnsafeRawBufferPointer) {
+        guard let current = BroadcastPath.grant(of: c) else {
+            return sendError(c, code: "INVALID_MESSAGE", message: "this connection has no token to refresh; connect with one", details: nil)
+        }
+        guard let data, data.kind == .object, let t = JSONScanner.member("token", of: data, in: raw), let token = JSONScanner.string(t, in: raw) else {
+            return sendError(c, code: "INVALID_MESSAGE", message: "Refresh needs 'data' with a string 'token'", details: nil)
+        }
+        switch worker.authenticator.verify(token) {
+        case .failure(let f):
+            stats.tokenRefreshesRefused.bump()
+            sendError(c, code: "TOKEN_INVALID", message: "refresh refused: \(f.message); the current token stays in force until it expires",
+                      details: "{\"reason\":\"\(f.code)\"}")
+        case .success(var fresh):
+            guard Set(fresh.accounts) == Set(current.accounts) else {
+                stats.tokenRefreshesRefused.bump()
+                return sendError(c, code: "FORBIDDEN", message: "a refresh token must name the same accounts as the connection's; reconnect to change accounts",
+                                 details: nil)
+            }
+            stats.tokenRefreshes.bump()
+            // The grant's accounts stay (the index lists are theirs); permissions and expiry are the new token's.
+            fresh.accounts = current.accounts
+            BroadcastPath.extras(c)?.grant = fresh
+            // Entries for the old `exp` go stale by themselves.
+            if let exp = fresh.expiresAt { worker.tokens.track(c, expiresAt: exp) }
+            var body = EnvelopeWriter(capacity: 48)
+            body.appendRaw("{\"expires_at\":\(fresh.expiresAt.map(String.init) ?? "null")}")
+            sendMessage(c, type: "TokenRefreshed", data: body.bytes, message: nil)
+            // A token that grants less narrows the subscription now, not at the next Subscribe.
+            let before = path.currentSubscription(c)
+            var narrowed = before
+            narrowed.channelMask &= fresh.channelMask
+            if let allowed = fresh.symbols {
+                let keep = narrowed.symbols.isEmpty ? allowed : narrowed.symbols.filter { allowed.contains($0) }
+                let mask = narrowed.channelMask
+                narrowed = Subscription(channels: narrowed.channels, symbols: keep)
+                narrowed.channelMask = keep.isEmpty ? 0 : mask
+            }
+            if narrowed != before {
+                path.joinIndex(c, narrowed)
+                sendConfirmation(c, resumed: nil, seq: path.placeControl(c))
+            }
+        }
     }
 
     private func resolveChannels(_ names: [String]) -> (known: [Channel], unknown: [String]) {

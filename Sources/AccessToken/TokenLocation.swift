@@ -1,0 +1,67 @@
+/// Where a client put its token, in the order the server looks (PROTOCOL.md "Authentication"):
+/// `Authorization: Bearer`, then a `Sec-WebSocket-Protocol` entry `bearer.<token>` (the
+/// one header a browser's WebSocket can set), then `?token=` in the URL.
+public enum TokenSource: String, Sendable, Equatable {
+    case authorization
+    case subprotocol
+    case query
+}
+
+public struct LocatedToken: Sendable, Equatable {
+    public var token: String
+    public var source: TokenSource
+    /// The subprotocol to answer in `Sec-WebSocket-Protocol`, when the client offered any:
+    /// a browser fails the handshake unless the server picks one of its offers.
+    public var subprotocol: String?
+
+    public init(token: String, source: TokenSource, subprotocol: String?) {
+        self.token = token
+        self.source = source
+        self.subprotocol = subprotocol
+    }
+}
+
+public enum TokenLocation {
+    /// The subprotocol a `/ws` client offers beside its `bearer.` entry; answered when offered.
+    public static let streamSubprotocol = "tickwire"
+    static let bearerPrefix = "bearer."
+
+    /// Finds the token among the request's `Authorization` value, `Sec-WebSocket-Protocol`
+    /// value and decoded `token` query parameter. `.failure` when a place holds something
+    /// that is not a token (a non-Bearer scheme, an empty entry), so a client never has a
+    /// bad header silently ignored in favour of another place.
+    public static func locate(authorization: String?, subprotocols: String?, query: String?) -> Result<LocatedToken?, TokenFailure> {
+        var offered: [Substring] = []
+        if let subprotocols {
+            offered = subprotocols.split(separator: ",").map { trim($0) }.filter { !$0.isEmpty }
+        }
+        // Only our own subprotocol is ever chosen: the server speaks no other.
+        let answer: String? = offered.contains(where: { $0 == streamSubprotocol }) ? streamSubprotocol : nil
+        if let authorization {
+            let value = trim(Substring(authorization))
+            guard value.count > 7, value.prefix(7).lowercased() == "bearer " else {
+                return .failure(.malformed("the Authorization header must be 'Bearer <token>'"))
+            }
+            return .success(LocatedToken(token: String(trim(value.dropFirst(7))), source: .authorization, subprotocol: answer))
+        }
+        if let entry = offered.first(where: { $0.lowercased().hasPrefix(bearerPrefix) }) {
+            let token = entry.dropFirst(bearerPrefix.count)
+            guard !token.isEmpty else { return .failure(.malformed("the Sec-WebSocket-Protocol entry 'bearer.' carries no token")) }
+            // Answer the token entry itself only when nothing else was offered: the browser
+            // needs one of its offers back (RFC 6455 §4.1), and a token is better not echoed.
+            return .success(LocatedToken(token: String(token), source: .subprotocol, subprotocol: answer ?? String(entry)))
+        }
+        if let query {
+            guard !query.isEmpty else { return .failure(.malformed("'token' in the URL is empty")) }
+            return .success(LocatedToken(token: query, source: .query, subprotocol: answer))
+        }
+        return .success(nil)
+    }
+
+    private static func trim(_ s: Substring) -> Substring {
+        var s = s
+        while let f = s.first, f == " " || f == "\t" { s.removeFirst() }
+        while let l = s.last, l == " " || l == "\t" { s.removeLast() }
+        return s
+    }
+}
