@@ -79,6 +79,19 @@ public struct ServerConfiguration: Sendable {
     /// a minute is many round trips for the client to fetch one, even on a poor link.
     public var tokenRefreshLeadMilliseconds = 60_000
 
+    // Abuse limits (PROTOCOL.md "Limits"); 0 means no limit.
+    /// Origins allowed to open WebSockets (cross-site WebSocket hijacking); empty: any.
+    public var allowedOrigins: [String] = []
+    /// Open WebSocket connections per client address.
+    public var maxConnectionsPerAddress = 0
+    /// New WebSocket connections per client address per second.
+    public var maxNewConnectionsPerAddressPerSecond = 0
+    /// Open WebSocket connections per account (a token's `sub`).
+    public var maxConnectionsPerAccount = 0
+    /// Client messages per `/ws` connection per second (a token bucket holding two seconds'
+    /// worth): a dashboard sends a few; 100 leaves room for bursts of subscription changes.
+    public var maxMessagesPerSecond = 100
+
     // The trading stream.
     /// Broadcast messages kept for resume: the spec's broadcast capacity (1000). At the
     /// simulator's rate that is about two minutes of reconnect window.
@@ -144,6 +157,15 @@ public struct ServerConfiguration: Sendable {
         }
         if auth == .off && !(tokenVerifier?.keys.isEmpty ?? true) {
             problems.append("JWT keys were given but --auth is off: add --auth optional or --auth required, or drop the key options")
+        }
+        for (flag, value) in [("--max-connections-per-ip", maxConnectionsPerAddress), ("--max-new-connections-per-ip", maxNewConnectionsPerAddressPerSecond),
+                              ("--max-connections-per-account", maxConnectionsPerAccount)] where value < 0 {
+            problems.append("\(flag) must be 0 (no limit) or more (got \(value))")
+        }
+        if !(1...1_000_000).contains(maxMessagesPerSecond) { problems.append("--max-messages-per-second must be between 1 and 1000000 (got \(maxMessagesPerSecond))") }
+        if !(1...100_000).contains(maxSymbolsPerSubscription) { problems.append("--max-symbols must be between 1 and 100000 (got \(maxSymbolsPerSubscription))") }
+        if let bad = allowedOrigins.first(where: { !($0.hasPrefix("http://") || $0.hasPrefix("https://")) || $0.hasSuffix("/") }) {
+            problems.append("--allowed-origin takes origins like https://app.example.com (scheme and host, no path); got '\(bad)'")
         }
         if !(1000...maxTimeout).contains(tokenRefreshLeadMilliseconds) { problems.append("--token-refresh-lead must be between 1 s and 24 days") }
         if !(0.1...100_000).contains(simulatorRate) { problems.append("--sim-rate must be between 0.1 and 100000 messages per second") }

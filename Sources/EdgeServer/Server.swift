@@ -22,6 +22,10 @@ final class ServerContext: @unchecked Sendable {
     /// WebSocket connections admitted, across reactors, for --max-connections. Changed
     /// once per upgrade and close, never per message.
     let admitted = Atomic<Int>(0)
+    /// Shared counts for the per-address and per-account limits (`Admission`).
+    let addressCounts = SharedCounts()
+    let addressRates = SharedCounts()
+    let accountCounts = SharedCounts()
     /// The TLS certificate's notAfter (seconds since the epoch; 0 without TLS).
     let tlsCertificateExpiry = Atomic<Int64>(0)
     /// Certificate reloads (SIGHUP) that took effect, and those refused for bad files.

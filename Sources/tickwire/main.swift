@@ -113,6 +113,24 @@ struct Tickwire: ParsableCommand {
     @Option(help: "How long before a token expires the server asks the client for a new one (RefreshToken).")
     var tokenRefreshLead = DurationArgument(milliseconds: 60_000)
 
+    @Option(help: "Origin allowed to open WebSockets (repeatable), against cross-site WebSocket hijacking; others get 403. Default: any origin.")
+    var allowedOrigin: [String] = []
+
+    @Option(help: "Most open WebSocket connections per client address (behind a proxy on this host: the last X-Forwarded-For hop); more get 429. 0: no limit.")
+    var maxConnectionsPerIp = 0
+
+    @Option(help: "Most new WebSocket connections per client address per second; more get 429. 0: no limit.")
+    var maxNewConnectionsPerIp = 0
+
+    @Option(help: "Most open WebSocket connections per account (the token's sub); more get 429. 0: no limit.")
+    var maxConnectionsPerAccount = 0
+
+    @Option(help: "Client messages per /ws connection per second (bursts of twice that pass); beyond: Error RATE_LIMITED, and a sustained flood closes with 1008.")
+    var maxMessagesPerSecond = 100
+
+    @Option(help: "Most symbols one connection's subscription may name.")
+    var maxSymbols = 256
+
     @Option(help: "Lowest log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -147,6 +165,12 @@ struct Tickwire: ParsableCommand {
             throw ValidationError(error.description)
         }
         config.tokenRefreshLeadMilliseconds = tokenRefreshLead.milliseconds
+        config.allowedOrigins = allowedOrigin
+        config.maxConnectionsPerAddress = maxConnectionsPerIp
+        config.maxNewConnectionsPerAddressPerSecond = maxNewConnectionsPerIp
+        config.maxConnectionsPerAccount = maxConnectionsPerAccount
+        config.maxMessagesPerSecond = maxMessagesPerSecond
+        config.maxSymbolsPerSubscription = maxSymbols
         config.host = host
         config.port = port
         config.workers = workers ?? ReactorCount.online
@@ -309,7 +333,8 @@ func argumentsWithEnvironment() -> [String] {
         "handshake-timeout", "close-timeout", "shutdown-grace", "max-header-bytes", "max-body-size",
         "log-level", "log-format", "history", "max-backlog", "publish-token", "symbols", "sim-rate", "sim-seed", "send-buffer",
         "tls-cert", "tls-key", "auth", "jwt-secret-file", "jwt-public-key-file", "jwks-file", "jwt-issuer",
-        "jwt-audience", "jwt-leeway", "token-refresh-lead",
+        "jwt-audience", "jwt-leeway", "token-refresh-lead", "max-connections-per-ip", "max-new-connections-per-ip",
+        "max-connections-per-account", "max-messages-per-second", "max-symbols",
     ]
     let flags = ["echo", "pin-workers"]
     func variable(_ option: String) -> String? {
@@ -327,8 +352,9 @@ func argumentsWithEnvironment() -> [String] {
     if !given.contains("--simulator") && !given.contains("--no-simulator"), let value = variable("simulator") {
         args.append(["0", "false", "no", "off"].contains(value.lowercased()) ? "--no-simulator" : "--simulator")
     }
-    if !given.contains("--cors-origin"), let value = variable("cors-origin") {
-        for origin in value.split(separator: ",") { args += ["--cors-origin", String(origin).trimmingCharacters(in: .whitespaces)] }
+    for list in ["cors-origin", "allowed-origin"] where !given.contains("--\(list)") {
+        guard let value = variable(list) else { continue }
+        for origin in value.split(separator: ",") { args += ["--\(list)", String(origin).trimmingCharacters(in: .whitespaces)] }
     }
     return args
 }

@@ -3,6 +3,7 @@ import Glibc
 import Ingestion
 import Logging
 import Reactor
+import TradingStream
 import WireProtocol
 
 /// Compares secrets in time independent of where they differ.
@@ -346,6 +347,9 @@ final class HTTPEndpoint {
             return respondError(c, .serviceUnavailable, "server is shutting down; reconnect to another node",
                                 request: request, headers: [("Retry-After", "1")], close: true)
         }
+        if endpoint == .stream, let refusal = worker.admission.checkOrigin(request.string(head.origin)) {
+            return refuse(c, request, refusal)
+        }
         // Tokens before the connection counts against any limit (PROTOCOL.md "Authentication").
         let query = QueryParameters(request.string(head.query) ?? "")
         var grant: AccessGrant?
@@ -364,6 +368,24 @@ final class HTTPEndpoint {
                 stats.authResults[AuthResult(failure).rawValue].bump()
                 stats.upgradesRejected.bump()
                 return refuseToken(c, request, failure)
+            }
+        }
+        if endpoint == .stream {
+            // Counted from here; a refusal below gives the counts back when the socket closes.
+            if config.maxConnectionsPerAddress > 0 || config.maxNewConnectionsPerAddressPerSecond > 0 {
+                let key = Admission.clientKey(peer: c.pointee.peer, forwardedFor: request.string(head.forwardedFor))
+                c.pointee.addressCells = worker.admission.addresses.cells(of: key)
+                if let refusal = worker.admission.admitAddress(c.pointee.addressCells, second: UInt32(truncatingIfNeeded: worker.clock.monotonic / 1000)) {
+                    return refuse(c, request, refusal)
+                }
+                if config.maxConnectionsPerAddress > 0 { c.pointee.flags.insert(.addressCounted) }
+            }
+            if let account = grant?.accounts.first, config.maxConnectionsPerAccount > 0 {
+                c.pointee.accountCells = worker.admission.accounts.cells(of: (AccountHash.hash(account), 0x5EED))
+                if let refusal = worker.admission.admitAccount(c.pointee.accountCells, account: account) {
+                    return refuse(c, request, refusal)
+                }
+                c.pointee.flags.insert(.accountCounted)
             }
         }
         let context = worker.context
@@ -410,6 +432,18 @@ final class HTTPEndpoint {
 }
 
 extension HTTPEndpoint {
+    /// An abuse limit refused the upgrade: the status it chose, with JSON saying which limit.
+    func refuse(_ c: UnsafeMutablePointer<Connection>, _ request: HTTPRequest, _ refusal: Admission.Refusal) {
+        stats.limitRefusals[refusal.kind.rawValue].bump()
+        stats.upgradesRejected.bump()
+        if worker.logger.logLevel <= .info {
+            worker.logger.info("upgrade refused: \(refusal.kind.label)", metadata: ["peer": "\(c.pointee.peer.description)"])
+        }
+        let body = Array("{\"status\":\(refusal.status.code),\"error\":\(JSONText.quoted(refusal.status.reason)),\"limit\":\"\(refusal.kind.label)\",\"message\":\(JSONText.quoted(refusal.message))}".utf8)
+        let headers = refusal.retryAfter.map { [("Retry-After", "\($0)")] } ?? []
+        respond(c, refusal.status, body: body, request: request, headers: headers, close: true)
+    }
+
     /// 401 with the failed check named (`code`), before any upgrade (RFC 6750 §3).
     func refuseToken(_ c: UnsafeMutablePointer<Connection>, _ request: HTTPRequest, _ failure: TokenFailure, close: Bool = true) {
         if worker.logger.logLevel <= .info {

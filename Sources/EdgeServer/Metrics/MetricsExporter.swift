@@ -99,6 +99,10 @@ actor MetricsExporter {
         text.counter("tickwire_bytes_sent_total", "Bytes written to client sockets.", sum { $0.bytesSent.load(ordering: .relaxed) })
         if context.config.tlsEnabled { tlsMetrics(&text, sum) }
         if context.config.auth != .off { authMetrics(&text, sum) }
+        text.labeled("tickwire_limit_refusals_total", "counter", "Upgrades and client messages refused by an abuse limit, by limit.",
+                     LimitKind.allCases.map { k in ("limit=\"\(k.label)\"", Double(sum { $0.limitRefusals[k.rawValue].load(ordering: .relaxed) })) })
+        text.counter("tickwire_flood_closes_total", "Connections closed with 1008 for sending messages far past --max-messages-per-second.",
+                     sum { $0.floodCloses.load(ordering: .relaxed) })
         text.labeled("tickwire_build_info", "gauge", "Build information.", [("version=\"\(TickwireVersion.string)\"", 1)])
         text.gauge("tickwire_uptime_seconds", "Seconds since the server started.",
                    Double(monotonicMilliseconds() - context.startedAtMonotonic) / 1000)

@@ -47,6 +47,10 @@ struct ConnectionFlags: OptionSet {
     static let hasAccounts = ConnectionFlags(rawValue: 1 << 14)
     /// The upgrade carried a valid token (`extras.grant`).
     static let authenticated = ConnectionFlags(rawValue: 1 << 15)
+    /// Counted under its client address (`addressCells`) for --max-connections-per-ip.
+    static let addressCounted = ConnectionFlags(rawValue: 1 << 16)
+    /// Counted under its account (`accountCells`) for --max-connections-per-account.
+    static let accountCounted = ConnectionFlags(rawValue: 1 << 17)
 }
 
 /// One connection's state. A plain struct with no references (so no ARC), living at a
@@ -113,6 +117,15 @@ struct Connection {
     var liveFromSeq: UInt64 = 0
     /// `ConnectionExtras` (retained), only for narrowed subscriptions and slow consumers.
     var extras: UnsafeMutableRawPointer?
+    /// Its client address's cells in the shared per-address counts.
+    var addressCells: UInt32 = 0
+    /// Its account's cells in the shared per-account counts.
+    var accountCells: UInt32 = 0
+    /// The inbound message bucket (--max-messages-per-second): tokens, when last filled
+    /// (reactor milliseconds, wrapping), and messages dropped since the last one let through.
+    var rateTokens: Float = 0
+    var rateStamp: UInt32 = 0
+    var rateDropped: UInt32 = 0
     /// The TLS session (OpenSSL) of a connection on a TLS port; nil for plain sockets.
     var tls: OpaquePointer?
 

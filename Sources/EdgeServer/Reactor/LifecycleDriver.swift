@@ -145,6 +145,7 @@ final class LifecycleDriver {
             c.pointee.flags.remove(.writeBlocked)
             broadcast.removeBlocked(c)
         }
+        worker.releaseAdmission(c)
         broadcast.releaseState(c)
         worker.tls.release(c)
         Glibc.close(c.pointee.fd)

@@ -58,6 +58,8 @@ final class Worker: @unchecked Sendable {
     var tlsContext: OpaquePointer?
     /// Token checks (`--auth`): a value, this reactor's own.
     let authenticator: Authenticator
+    /// The abuse limits, over counts shared with the other reactors.
+    let admission: Admission
 
     // The parts (set once in init; never nil afterwards).
     private(set) var timers: ConnectionTimers!
@@ -80,6 +82,13 @@ final class Worker: @unchecked Sendable {
     private let checkWatcher = UnsafeMutablePointer<ev_check>.allocate(capacity: 1)
     private let housekeepingWatcher = UnsafeMutablePointer<ev_timer>.allocate(capacity: 1)
 
+    /// A closing connection gives back what it held in the shared per-address and per-account counts.
+    func releaseAdmission(_ c: UnsafeMutablePointer<Connection>) {
+        if c.pointee.flags.contains(.addressCounted) { admission.addresses.release(c.pointee.addressCells) }
+        if c.pointee.flags.contains(.accountCounted) { admission.accounts.release(c.pointee.accountCells) }
+        c.pointee.flags.remove([.addressCounted, .accountCounted])
+    }
+
     /// `listenFd` < 0: no listening socket (tests drive the parts directly).
     init(index: Int, context: ServerContext, listenFd: Int32) throws(SystemError) {
         self.index = index
@@ -90,6 +99,8 @@ final class Worker: @unchecked Sendable {
         logger[metadataKey: "worker"] = "\(index)"
         self.logger = logger
         authenticator = Authenticator(config: context.config)
+        admission = Admission(config: context.config, addresses: context.addressCounts, addressRates: context.addressRates,
+                              accounts: context.accountCounts)
 
         // Made in dependency order: a part holds strong references to the parts it calls on
         // the per-message path (so those calls cost no reference counting), and reaches any

@@ -52,6 +52,10 @@ final class WorkerStats: Sendable {
     let tokenExpiryCloses = Atomic<UInt64>(0)
     /// Subscriptions refused for going beyond the token's channels or symbols.
     let forbiddenSubscriptions = Atomic<UInt64>(0)
+    /// Refusals by limit (`LimitKind`).
+    let limitRefusals: InlineArray<5, Atomic<UInt64>> = InlineArray { _ in Atomic<UInt64>(0) }
+    /// Connections closed 1008 for flooding messages far past their rate.
+    let floodCloses = Atomic<UInt64>(0)
     /// Publish requests the reactor refused before the publisher saw them, by reason.
     let publishRejections: InlineArray<3, Atomic<UInt64>> = InlineArray { _ in Atomic<UInt64>(0) }
 

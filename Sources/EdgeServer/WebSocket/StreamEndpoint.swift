@@ -39,6 +39,8 @@ final class StreamEndpoint {
         c.pointee.controlSeq = log.headSeq
         c.pointee.liveFromSeq = log.headSeq
         c.pointee.minSeq = 0
+        c.pointee.rateTokens = Float(2 * config.maxMessagesPerSecond)
+        c.pointee.rateStamp = worker.clock.now
         if let grant {
             c.pointee.flags.insert(.authenticated)
             path.grant(c, grant)
@@ -91,6 +93,7 @@ final class StreamEndpoint {
 
     /// A message from a `/ws` client (FR-WEBSOCKET-006 for the errors).
     func onClientMessage(_ c: UnsafeMutablePointer<Connection>, _ opcode: Opcode, _ payload: UnsafeRawBufferPointer) {
+        if !withinRate(c) { return }
         if opcode == .binary {
             stats.parseErrors.bump()
             sendError(c, code: "INVALID_MESSAGE", message: "binary messages are not accepted on /ws; send JSON text", details: nil)
@@ -128,6 +131,35 @@ final class StreamEndpoint {
             // Forward compatibility (FR-WEBSOCKET-002): newer clients may send types we do not know.
             logger.debug("ignoring unknown client message type", metadata: ["conn": "\(c.pointee.id)", "type": "\(type)"])
         }
+    }
+
+    /// The connection's token bucket (--max-messages-per-second, two seconds' burst). Past
+    /// it a message is dropped unread; the first of a run is answered `RATE_LIMITED`, and
+    /// a peer that keeps flooding (ten seconds' worth dropped in a row) is closed with 1008,
+    /// so that what it costs the reactor stays bounded.
+    @inline(__always)
+    private func withinRate(_ c: UnsafeMutablePointer<Connection>) -> Bool {
+        let rate = Float(config.maxMessagesPerSecond)
+        let now = worker.clock.now
+        let elapsed = Float(now &- c.pointee.rateStamp)
+        c.pointee.rateStamp = now
+        c.pointee.rateTokens = min(2 * rate, c.pointee.rateTokens + elapsed * rate / 1000)
+        if c.pointee.rateTokens >= 1 {
+            c.pointee.rateTokens -= 1
+            c.pointee.rateDropped = 0
+            return true
+        }
+        c.pointee.rateDropped += 1
+        stats.limitRefusals[LimitKind.messageRate.rawValue].bump()
+        if c.pointee.rateDropped == 1 {
+            sendError(c, code: "RATE_LIMITED", message: "more than \(config.maxMessagesPerSecond) messages per second; messages are dropped until you slow down",
+                      details: "{\"limit_per_second\":\(config.maxMessagesPerSecond)}")
+            output.markDirty(c)
+        } else if c.pointee.rateDropped > UInt32(10 * config.maxMessagesPerSecond) {
+            stats.floodCloses.bump()
+            worker.lifecycle.close(c, .policy, reason: "message flood")
+        }
+        return false
     }
 
     // MARK: - Subscribe / Unsubscribe
