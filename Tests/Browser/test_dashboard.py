@@ -6,8 +6,10 @@ prices and trades, survives a client-side gap (resume, nothing lost) and a serve
 throughout. A recorder injected before any page script runs logs every TradeExecuted event
 the client applies, every SubscriptionConfirmed, snapshot load and state change.
 """
+import json
 import pathlib
 import time
+import urllib.request
 
 import pytest
 
@@ -155,6 +157,12 @@ def test_gap_is_replayed_without_loss(page, server):
     epoch, seq0 = page.execute_script("tickwire.disconnect(); return [tickwire.epoch, tickwire.seq]")
     wait_for(lambda: dot_state(page) == "disconnected", 2, "the red dot after disconnect()")
     assert page.execute_script("return !document.getElementById('retry').hidden"), "Retry shown while disconnected"
+    # A producer's trade while the client is away (the simulator's may take a while to come).
+    body = json.dumps({"type": "TradeExecuted", "account": "demo", "data": {
+        "symbol": "BTCUSDT", "side": "BUY", "quantity": 0.25, "price": 43000.5, "timestamp": int(ts0)}}).encode()
+    req = urllib.request.Request(server.url + "/api/publish", data=body, method="POST", headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        assert r.status == 202
 
     def trades_after_gap():
         s = server.get_json("/api/snapshot")

@@ -9,7 +9,17 @@ const BANNER_MS = 6000;
 const TOAST_MS = 8000;
 const MAX_BANNERS = 3;
 
-const client = new TickwireClient();
+// A server with --auth takes a JWT: the page is opened as /?token=<JWT> (by the app that
+// signs traders in). The token is kept in memory only and taken out of the address bar, so
+// it ends up in no bookmark, screenshot or history entry.
+const pageParams = new URLSearchParams(location.search);
+const pageToken = pageParams.get("token");
+if (pageToken) {
+  pageParams.delete("token");
+  const rest = pageParams.toString();
+  history.replaceState(null, "", location.pathname + (rest ? "?" + rest : "") + location.hash);
+}
+const client = new TickwireClient({ getToken: pageToken ? () => pageToken : null });
 window.tickwire = client; // for tests and the console
 
 const $ = (sel, root = document) => root.querySelector(sel);
