@@ -58,6 +58,12 @@ public final class MessageInflater {
             storageSize = initialCapacity
             storage = .allocate(byteCount: storageSize, alignment: 16)
         }
+        // An empty payload is not a deflate stream (the restored tail alone is a cut-off stored
+        // block), but it can only mean the empty message; senders that skip compressing it exist.
+        if message.count == 0 {
+            bytesInflated = 0
+            return .message(UnsafeRawBufferPointer(start: storage, count: 0))
+        }
         defer { inflateReset(stream) }
         var produced = 0
         var step = run(message, isTail: false, limit: limit, produced: &produced)
