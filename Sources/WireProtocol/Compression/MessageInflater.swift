@@ -26,6 +26,9 @@ public final class MessageInflater {
     /// Bytes the last `inflate` produced, counting the one byte read past the limit that proves
     /// a message too large (tests and metrics).
     public private(set) var bytesInflated = 0
+    /// zlib's `data_type` after the last call that consumed or produced bytes. A call without
+    /// progress would hide the block boundary: zlib turns its TYPE state into TYPEDO on entry.
+    @usableFromInline var progressDataType: Int32 = 0
 
     /// §7.2.2: the sender removed this from the end of the message; the receiver puts it back.
     @usableFromInline static let syncTail: [UInt8] = [0x00, 0x00, 0xFF, 0xFF]
@@ -66,12 +69,13 @@ public final class MessageInflater {
         }
         defer { inflateReset(stream) }
         var produced = 0
+        progressDataType = 0
         var step = run(message, isTail: false, limit: limit, produced: &produced)
         if case .consumed = step {
             step = Self.syncTail.withUnsafeBytes { run($0, isTail: true, limit: limit, produced: &produced) }
             // Whole messages end on a block boundary: the restored empty stored block. Anything
             // else was cut short (zlib's data_type has 128 when it waits for a block header).
-            if case .consumed = step, stream.pointee.data_type & 128 == 0 { step = .invalid }
+            if case .consumed = step, progressDataType & 128 == 0 { step = .invalid }
         }
         switch step {
         case .consumed, .ended:
@@ -116,8 +120,10 @@ public final class MessageInflater {
                 let room = probing ? 1 : min(storageSize, limit) - produced
                 stream.pointee.next_out = probing ? probePointer : (storage + produced).assumingMemoryBound(to: UInt8.self)
                 stream.pointee.avail_out = uInt(room)
+                let inputBefore = stream.pointee.avail_in
                 let status = CZlib.inflate(stream, Z_SYNC_FLUSH)
                 let wrote = room - Int(stream.pointee.avail_out)
+                if wrote > 0 || stream.pointee.avail_in != inputBefore { progressDataType = stream.pointee.data_type }
                 if probing {
                     if wrote > 0 { return .tooLarge }
                 } else {
