@@ -26,9 +26,11 @@ let package = Package(
     targets: [
         .systemLibrary(name: "CLibEV", path: "CLibEV", providers: [.apt(["libev-dev"])]),
         .systemLibrary(name: "COpenSSL", path: "COpenSSL", providers: [.apt(["libssl-dev"])]),
+        // permessage-deflate (RFC 7692): raw deflate streams, one shared z_stream per reactor.
+        .systemLibrary(name: "CZlib", path: "CZlib", providers: [.apt(["zlib1g-dev"])]),
 
         // Pure protocol code: bytes in, events or errors out. No sockets, no libev.
-        .target(name: "WireProtocol", dependencies: ["COpenSSL"]),
+        .target(name: "WireProtocol", dependencies: ["COpenSSL", "CZlib"]),
 
         // Native TLS: OpenSSL sessions on the reactors' sockets, shaped like recv/writev.
         .target(name: "CTLSShims", dependencies: ["COpenSSL"]),

@@ -18,9 +18,10 @@ SWIFTC=${SWIFTC:-swiftc}
 JOBS=${FUZZ_JOBS:-1}
 # libFuzzer reports a crash itself; Swift's own backtracer would only slow that down.
 export SWIFT_BACKTRACE=enable=no
-ALL_TARGETS=(http-head frame-decoder utf8 json base64 query jwt)
+ALL_TARGETS=(http-head frame-decoder utf8 json base64 query jwt deflate)
 # -O keeps Swift's overflow and bounds checks (only -Ounchecked drops them).
-SWIFT_FLAGS=(-O -g -sanitize=fuzzer,address -use-ld=lld -I COpenSSL -I "$OUT/modules")
+# WireProtocol imports COpenSSL (SHA-1) and CZlib (permessage-deflate), so every target links both.
+SWIFT_FLAGS=(-O -g -sanitize=fuzzer,address -use-ld=lld -I COpenSSL -I CZlib -I "$OUT/modules")
 
 # The modules each target needs, in dependency order.
 modules_of() {
@@ -62,7 +63,7 @@ build() {
         if [ -e "$bin" ] && [ -z "$(find "$harness" Fuzz/Support "${objects[@]}" -newer "$bin" -print -quit)" ]; then continue; fi
         echo "fuzz: linking $t"
         "$SWIFTC" "${SWIFT_FLAGS[@]}" -parse-as-library -module-name "Fuzz_${t//-/_}" \
-            "$harness" Fuzz/Support/*.swift "${objects[@]}" -lcrypto -o "$bin"
+            "$harness" Fuzz/Support/*.swift "${objects[@]}" -lcrypto -lz -o "$bin"
     done
 }
 

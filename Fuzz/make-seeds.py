@@ -8,6 +8,7 @@ files, named seed-*). Regression inputs from crashes live beside them as crash-*
 """
 import hashlib
 import os
+import zlib
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
 MASK = bytes([0x37, 0xFA, 0x21, 0x3D])
@@ -79,9 +80,19 @@ def frame(opcode, payload, fin=True, rsv=0, masked=True):
     return bytes(out)
 
 
+def deflated(data, wbits=15):
+    """A permessage-deflate payload (RFC 7692 §7.2.1): raw deflate, sync flush, tail removed."""
+    data = data.encode() if isinstance(data, str) else bytes(data)
+    c = zlib.compressobj(6, zlib.DEFLATED, -wbits)
+    out = c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
+    assert out.endswith(b"\x00\x00\xff\xff")
+    return out[:-4]
+
+
 # The harness's byte 0: bit 0 client role, bits 1-3 the message limit (6: 1 MiB, 4: 1000 bytes),
-# bit 4 through WebSocketSession, bit 5 the session sent Close first. Bytes 1-2 seed the chunking.
-SERVER, CLIENT, SMALL, SESSION, CLOSE_FIRST = 6 << 1, 6 << 1 | 1, 4 << 1, 0x10, 0x20
+# bit 4 through WebSocketSession, bit 5 the session sent Close first, bit 6 permessage-deflate.
+# Bytes 1-2 seed the chunking.
+SERVER, CLIENT, SMALL, SESSION, CLOSE_FIRST, DEFLATE = 6 << 1, 6 << 1 | 1, 4 << 1, 0x10, 0x20, 0x40
 streams = [
     frame(1, "Hello, Tickwire ✓"),
     b"".join(frame(1 if i % 2 == 0 else 2, f"message {i}") for i in range(10)) + frame(9, "ping"),
@@ -113,7 +124,52 @@ for s in (frame(1, "Hi", masked=False), frame(2, bytes(200), masked=False), fram
           frame(1, "x"), frame(8, b"\x03\xe8", masked=False)):
     frames.append(bytes([CLIENT, 5, 6]) + s)
     frames.append(bytes([CLIENT | SESSION, 5, 6]) + s)
+# permessage-deflate (Tests/WireProtocolTests/DeflateSessionTests.swift): RSV1 (rsv=4) on first frames.
+hello = deflated("Hello, compressed ✓")
+fragmented = deflated("tick 43250.5 BTCUSDT; " * 50)
+third = len(fragmented) // 3
+deflate_streams = [
+    frame(1, hello, rsv=4) + frame(1, "plain") + frame(2, deflated(bytes([1, 2, 3])), rsv=4) + frame(1, b"\x00", rsv=4),
+    frame(1, fragmented[:third], fin=False, rsv=4) + frame(9, "hb") + frame(0, fragmented[third:2 * third], fin=False)
+    + frame(0, fragmented[2 * third:]),
+    frame(1, hello[:3], fin=False, rsv=4) + frame(0, hello[3:], rsv=4),
+    frame(9, b"", rsv=4), frame(1, hello, rsv=2), frame(1, hello, rsv=5),
+    frame(2, deflated(bytes(1 << 20)), rsv=4), frame(2, b"\xff\xff\xff", rsv=4),
+    frame(1, deflated(b"a\xff"), rsv=4), frame(2, bytes([0xF3, 0x48, 0xCD, 0xC9, 0xC9, 0x07, 0x00]), rsv=4),
+]
+for i, s in enumerate(deflate_streams):
+    seed = bytes([i, 11 * i & 0xFF])
+    frames.append(bytes([SERVER | DEFLATE]) + seed + s)
+    frames.append(bytes([SERVER | SESSION | DEFLATE]) + seed + s)
+    frames.append(bytes([SMALL | SESSION | DEFLATE]) + seed + s)
 write("frame-decoder", frames)
+
+# ---- permessage-deflate (Tests/WireProtocolTests/Deflate*Tests.swift) --------------------------
+# Byte 0 % 3: 0 negotiation (the rest is a Sec-WebSocket-Extensions value, bytes 1-2 the split
+# into two lines), 1 inflate (bytes 1-2 the limit), 2 round trip (byte 1 % 8 + 8 window bits,
+# byte 2 % 11 - 1 the level).
+offers = [
+    "permessage-deflate; client_max_window_bits",
+    "permessage-deflate; client_no_context_takeover; client_max_window_bits; server_no_context_takeover; server_max_window_bits=8, "
+    "permessage-deflate; client_no_context_takeover; client_max_window_bits; server_no_context_takeover, permessage-deflate",
+    "permessage-deflate; server_max_window_bits=\"1\\2\"; client_max_window_bits=10",
+    "x-webkit-deflate-frame; a=\"x,y\" ,, PerMessage-Deflate;Server_Max_Window_Bits=15",
+    "permessage-deflate; server_no_context_takeover; server_no_context_takeover, permessage-deflate; foo",
+    "permessage-deflate; server_max_window_bits=08, permessage-deflate; server_max_window_bits=\"10",
+]
+compressed = [
+    bytes([0xF2, 0x48, 0xCD, 0xC9, 0xC9, 0x07, 0x00]), bytes([0x00, 0x05, 0x00, 0xFA, 0xFF, 0x48, 0x65, 0x6C, 0x6C, 0x6F, 0x00]),
+    bytes([0xF3, 0x48, 0xCD, 0xC9, 0xC9, 0x07, 0x00]), b"\x00", b"", bytes([0x07]), deflated(bytes(1 << 16)),
+    deflated('{"type":"MarketData","seq":1,"data":{"symbol":"BTCUSDT","price":43250.5,"volume":1523.75}}'),
+    deflated("tick 43250.5 BTCUSDT; " * 50, wbits=9),
+]
+messages = ["", "Hello", '{"type":"MarketData","seq":1,"data":{"symbol":"BTCUSDT","price":43250.5,"bid":43250.0}}',
+            bytes(3000), bytes(range(256)) * 4]
+deflate_seeds = [bytes([0, 0, 7 * i]) + o.encode() for i, o in enumerate(offers)]
+deflate_seeds += [bytes([1, 0x80 | i, 0]) + c for i, c in enumerate(compressed)] + [bytes([1, 0, 40]) + deflated(bytes(1 << 16))]
+deflate_seeds += [bytes([2, bits, level]) + (m.encode() if isinstance(m, str) else m)
+                  for bits, level in ((7, 0), (0, 2), (1, 7), (4, 10)) for m in messages]
+write("deflate", deflate_seeds)
 
 # ---- UTF-8 (Tests/WireProtocolTests/EncoderAndCodecTests.swift); byte 0 seeds the chunking ----
 texts = ["", "ascii only, long enough to use the 8-byte path", "κόσμε", "€𝄞ü", "\U0010FFFF", "\uD7FF\uE000",

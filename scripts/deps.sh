@@ -34,7 +34,8 @@ debian_install() {
 
 # EXTRA_DEBIAN: packages a make target needs beyond the build and tests (valgrind for `make profile`).
 # openssl: the TLS tests make their certificates and speak s_client.
-debian_install libev-dev libssl-dev openssl python3 ${EXTRA_DEBIAN:-}
+# zlib1g-dev: permessage-deflate (the CZlib system-library target).
+debian_install libev-dev libssl-dev zlib1g-dev openssl python3 ${EXTRA_DEBIAN:-}
 
 # Debian splits venv's ensurepip into python3-venv; without it `python3 -m venv` fails.
 if [ "$BASE_PYTHON" = /usr/bin/python3 ] && ! /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null; then

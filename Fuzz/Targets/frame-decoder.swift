@@ -8,8 +8,14 @@
 //    maxMessageSize), and a finished text message is valid UTF-8 by Swift's own decoder;
 //  - once failed (or closed, for the session), nothing more comes out, whatever follows;
 //  - the transcript (whole messages, control frames, session actions, the failure) is the
-//    same whatever the chunking.
+//    same whatever the chunking;
+//  - with permessage-deflate (config bit 6): a compressed message keeps its mark on every
+//    piece and stays within the compressed wire limit; the session inflates it (shared
+//    inflater) to at most maxMessageSize bytes, valid UTF-8 for text, or fails 1009/1007.
+//    Without it, nothing is ever marked compressed.
 import WireProtocol
+
+nonisolated(unsafe) private let inflater = MessageInflater(initialCapacity: 256, retainedCapacity: 4096)
 
 private let messageSizes: [UInt64] = [0, 1, 125, 126, 1000, 65536, 1 << 20, .max]
 
@@ -21,13 +27,14 @@ public func fuzzFrameDecoder(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt 
     let maxMessageSize = messageSizes[Int(config >> 1) & 7]
     let useSession = config & 0x10 != 0
     let closeFirst = config & 0x20 != 0          // the session starts its own closing handshake
+    let deflate = config & 0x40 != 0             // permessage-deflate negotiated
     let stream = Array(UnsafeBufferPointer(start: data + 3, count: size - 3))
     let seed = UInt64(data[1]) << 8 | UInt64(data[2])
 
-    var run = StreamRun(role: role, maxMessageSize: maxMessageSize, useSession: useSession, closeFirst: closeFirst)
+    var run = StreamRun(role: role, maxMessageSize: maxMessageSize, useSession: useSession, closeFirst: closeFirst, deflate: deflate)
     let whole = run.decode(stream, chunker: nil)
     var chunker = Chunker(seed: seed)
-    run = StreamRun(role: role, maxMessageSize: maxMessageSize, useSession: useSession, closeFirst: closeFirst)
+    run = StreamRun(role: role, maxMessageSize: maxMessageSize, useSession: useSession, closeFirst: closeFirst, deflate: deflate)
     let chunked = run.decode(stream, chunker: &chunker)
     require(whole == chunked, "whole \(whole) != chunked \(chunked)")
     return 0
@@ -37,6 +44,8 @@ public func fuzzFrameDecoder(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt 
 struct Transcript: Equatable, CustomStringConvertible {
     enum Item: Equatable {
         case message(Opcode, [UInt8])
+        /// A compressed message: its wire bytes (decoder), or its inflated bytes (session).
+        case compressed(Opcode, [UInt8])
         case control(Opcode, [UInt8])
         case pong([UInt8])
         case pongReceived
@@ -61,14 +70,17 @@ struct StreamRun {
     var decoder: FrameDecoder
     var session: WebSocketSession?
     let maxMessageSize: UInt64
+    let deflate: Bool
     var transcript = Transcript()
+    var openCompressed = false
     var finished = false      // failed, or (session) closed
 
-    init(role: WebSocketRole, maxMessageSize: UInt64, useSession: Bool, closeFirst: Bool) {
+    init(role: WebSocketRole, maxMessageSize: UInt64, useSession: Bool, closeFirst: Bool, deflate: Bool) {
         self.maxMessageSize = maxMessageSize
-        decoder = FrameDecoder(role: role, maxMessageSize: maxMessageSize)
+        self.deflate = deflate
+        decoder = FrameDecoder(role: role, maxMessageSize: maxMessageSize, permessageDeflate: deflate)
         if useSession {
-            session = WebSocketSession(role: role, maxMessageSize: maxMessageSize)
+            session = WebSocketSession(role: role, maxMessageSize: maxMessageSize, permessageDeflate: deflate)
             if closeFirst { require(session!.beginClose(), "beginClose on a new session") }
         }
     }
@@ -159,15 +171,39 @@ struct StreamRun {
         require(opcode == .text || opcode == .binary, "data piece with opcode \(opcode)")
         require(start >= before && count >= 0 && start + count == position, "piece \(start)+\(count) after \(before), now \(position)")
         require(first == (transcript.open == nil), "first=\(first) with open message \(String(describing: transcript.open))")
-        if first { transcript.open = (opcode, []) }
+        let compressed = session?.messageIsCompressed ?? decoder.messageIsCompressed
+        require(deflate || !compressed, "a message marked compressed without permessage-deflate")
+        if first {
+            transcript.open = (opcode, [])
+            openCompressed = compressed
+        }
+        require(compressed == openCompressed, "the compressed mark changed inside a message")
         require(transcript.open!.0 == opcode, "opcode changed inside a message")
         transcript.open!.1 += buffer[start..<(start + count)]
-        require(UInt64(transcript.open!.1.count) <= maxMessageSize, "message over \(maxMessageSize) bytes")
+        let limit = compressed ? decoder.compressedSizeLimit : maxMessageSize
+        require(UInt64(transcript.open!.1.count) <= limit, "message over \(limit) bytes")
         if last {
             let (op, bytes) = transcript.open!
+            transcript.open = nil
+            if compressed {
+                guard session != nil else {
+                    transcript.items.append(.compressed(op, bytes))
+                    return
+                }
+                switch bytes.withUnsafeBytes({ session!.inflate($0, opcode: op, with: inflater) }) {
+                case .message(let inflated):
+                    require(UInt64(inflated.count) <= maxMessageSize, "inflated \(inflated.count) bytes over \(maxMessageSize)")
+                    if op == .text { require(String(validating: inflated, as: UTF8.self) != nil, "inflated text is not UTF-8") }
+                    transcript.items.append(.compressed(op, Array(inflated)))
+                case .fail(let error):
+                    require([.messageTooBig(limit: maxMessageSize), .invalidCompressedData, .invalidUTF8].contains(error), "inflate failed with \(error)")
+                    transcript.items.append(.failure(error))
+                    closed()
+                }
+                return
+            }
             if op == .text { require(String(validating: bytes, as: UTF8.self) != nil, "text message is not UTF-8") }
             transcript.items.append(.message(op, bytes))
-            transcript.open = nil
         }
     }
 }

@@ -46,4 +46,18 @@ import Testing
         #expect(query["a"] == "")
         #expect(query["b"] == "2")
     }
+
+    /// deflate: a stored block that the restored 00 00 FF FF completes, inflated with the limit
+    /// at exactly its length, was called invalid: the one-byte probe past the limit made no
+    /// progress, and zlib reports no block boundary after such a call (TYPE becomes TYPEDO).
+    @Test func limitAtTheEndOfAStoredBlock() {
+        let inflater = MessageInflater(initialCapacity: 256, retainedCapacity: 4096)
+        let storedFive: [UInt8] = [0x00, 0x05, 0x00, 0xFA, 0xFF, 0x48]   // "H", the tail gives the other 4
+        #expect(inflateOutcome(storedFive, limit: 73728, with: inflater) == "message 5")
+        #expect(inflateOutcome(storedFive, limit: 5, with: inflater) == "message 5")
+        #expect(inflateOutcome(storedFive, limit: 4, with: inflater) == "tooLarge")
+        // Same with a compressed block ending exactly at the limit.
+        let hello: [UInt8] = [0xF2, 0x48, 0xCD, 0xC9, 0xC9, 0x07, 0x00]
+        #expect(inflateOutcome(hello, limit: 5, with: inflater) == "message 5")
+    }
 }

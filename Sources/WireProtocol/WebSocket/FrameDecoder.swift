@@ -26,10 +26,19 @@ public enum FrameEvent: Equatable, Sendable {
 /// it keeps between reads are a partial header (at most 14 bytes) or an incomplete control
 /// frame (at most 131 bytes). Control frames are delivered whole; they may arrive between
 /// the fragments of a data message (§5.4). The state is a few words per connection.
+///
+/// With `permessageDeflate` (RFC 7692), RSV1 on a message's first frame marks it compressed
+/// (`messageIsCompressed`): its pieces are the compressed bytes, not UTF-8 checked here; the
+/// caller inflates the whole message (`WebSocketSession.inflate`), which applies the size limit
+/// and the UTF-8 check to the inflated bytes.
 public struct FrameDecoder: Sendable {
     public let role: WebSocketRole
-    /// The largest message, summed over its fragments, before failing with 1009.
+    /// The largest message, summed over its fragments, before failing with 1009. For a
+    /// compressed message it bounds the inflated size; on the wire it may take a little more
+    /// (`compressedSizeLimit`), as incompressible data grows slightly when deflated.
     public var maxMessageSize: UInt64
+    /// RSV1 marks a compressed message (RFC 7692 §6); off, RSV1 fails with 1002 as RFC 6455 says.
+    public var permessageDeflate: Bool
 
     // The frame being read.
     @usableFromInline var remaining: UInt64 = 0          // payload bytes left in the current data frame
@@ -41,17 +50,30 @@ public struct FrameDecoder: Sendable {
     @usableFromInline var messageOpcode: UInt8 = 0       // 0: no message open
     @usableFromInline var messageLength: UInt64 = 0
     @usableFromInline var messageStarted = false         // a piece of it was already delivered
+    @usableFromInline var messageCompressed = false      // RSV1 on its first frame; kept until the next message
     @usableFromInline var utf8 = UTF8Validator()
     @usableFromInline var failed = false
 
     @inlinable
-    public init(role: WebSocketRole, maxMessageSize: UInt64) {
+    public init(role: WebSocketRole, maxMessageSize: UInt64, permessageDeflate: Bool = false) {
         self.role = role
         self.maxMessageSize = maxMessageSize
+        self.permessageDeflate = permessageDeflate
     }
 
     /// True while a data message has been started but not finished.
     @inlinable public var isInsideMessage: Bool { messageOpcode != 0 }
+
+    /// Whether the message whose pieces are being delivered is compressed: valid from its
+    /// first piece until the next message begins (so also with its last piece).
+    @inlinable public var messageIsCompressed: Bool { messageCompressed }
+
+    /// The wire size allowed for a compressed message: `maxMessageSize` plus deflate's worst
+    /// case growth (5 bytes per 16 KiB stored block, rounded up generously), saturating.
+    @inlinable public var compressedSizeLimit: UInt64 {
+        let (sum, overflow) = maxMessageSize.addingReportingOverflow((maxMessageSize >> 10) &+ 64)
+        return overflow ? .max : sum
+    }
 
     /// Decodes the next event from `buffer`, starting at `position` and advancing it past
     /// what was consumed. After `.failure` the decoder stays failed.
@@ -68,8 +90,14 @@ public struct FrameDecoder: Sendable {
         if available < 2 { return .needMore }
         let b0 = base.load(fromByteOffset: position, as: UInt8.self)
         let b1 = base.load(fromByteOffset: position &+ 1, as: UInt8.self)
-        if b0 & 0x70 != 0 { return fail(.reservedBitsSet) }
         let rawOpcode = b0 & 0x0F
+        var compressed = false
+        if b0 & 0x70 != 0 {
+            // RFC 7692 §6: RSV1 only with the extension, and only on a message's first frame.
+            guard b0 & 0x70 == 0x40, permessageDeflate else { return fail(.reservedBitsSet) }
+            if rawOpcode == 0 || rawOpcode & 0x8 != 0 { return fail(.compressedBitMisplaced) }
+            compressed = true
+        }
         let fin = b0 & 0x80 != 0
         let masked = b1 & 0x80 != 0
         switch role {
@@ -129,8 +157,10 @@ public struct FrameDecoder: Sendable {
             if messageOpcode != 0 { return fail(.expectedContinuation) }
             messageOpcode = rawOpcode
             messageStarted = false
+            messageCompressed = compressed
         }
-        if length > maxMessageSize || messageLength > maxMessageSize &- length {
+        let limit = messageCompressed ? compressedSizeLimit : maxMessageSize
+        if length > limit || messageLength > limit &- length {
             return fail(.messageTooBig(limit: maxMessageSize))
         }
         messageLength &+= length
@@ -153,7 +183,9 @@ public struct FrameDecoder: Sendable {
             maskPhase = UInt8(applyMask(base + start, count: count, key: maskKey, phase: Int(maskPhase)))
         }
         let opcode: Opcode = messageOpcode == 1 ? .text : .binary
-        if opcode == .text && !utf8.feed(UnsafeRawBufferPointer(start: base + start, count: count)) {
+        // Compressed text is checked once inflated (WebSocketSession.inflate).
+        let checkUTF8 = opcode == .text && !messageCompressed
+        if checkUTF8 && !utf8.feed(UnsafeRawBufferPointer(start: base + start, count: count)) {
             return fail(.invalidUTF8)
         }
         remaining &-= UInt64(count)
@@ -161,7 +193,7 @@ public struct FrameDecoder: Sendable {
         let frameDone = remaining == 0
         let last = frameDone && frameFin
         if frameDone { inPayload = false }
-        if last && opcode == .text && !utf8.isComplete {
+        if last && checkUTF8 && !utf8.isComplete {
             return fail(.invalidUTF8)
         }
         let first = !messageStarted

@@ -12,13 +12,15 @@ public enum FrameEncoder {
 
     /// Writes a frame header at `out` and returns its length. With `mask`, the mask bit and
     /// key are written too; the caller masks the payload with `applyMask(..., key: mask)`.
+    /// `compressed` sets RSV1, the permessage-deflate mark (RFC 7692 §6): only on the first
+    /// frame of a compressed message, never on a continuation or control frame.
     @inlinable
     @discardableResult
     public static func writeHeader(
         into out: UnsafeMutableRawPointer, opcode: Opcode, fin: Bool = true,
-        payloadLength: Int, mask: UInt32? = nil
+        payloadLength: Int, mask: UInt32? = nil, compressed: Bool = false
     ) -> Int {
-        out.storeBytes(of: (fin ? 0x80 : 0) | opcode.rawValue, as: UInt8.self)
+        out.storeBytes(of: (fin ? 0x80 : 0) | (compressed ? 0x40 : 0) | opcode.rawValue, as: UInt8.self)
         let maskBit: UInt8 = mask == nil ? 0 : 0x80
         var n: Int
         if payloadLength < 126 {
@@ -43,13 +45,13 @@ public enum FrameEncoder {
     /// A complete frame as an array (tests, clients and rare control messages; the broadcast
     /// path writes into shared buffers instead). With `mask`, the payload is masked.
     public static func frame(
-        opcode: Opcode, fin: Bool = true, payload: some Collection<UInt8>, mask: UInt32? = nil
+        opcode: Opcode, fin: Bool = true, payload: some Collection<UInt8>, mask: UInt32? = nil, compressed: Bool = false
     ) -> [UInt8] {
         let payload = Array(payload)
         let header = headerSize(payloadLength: payload.count, masked: mask != nil)
         return [UInt8](unsafeUninitializedCapacity: header + payload.count) { buffer, count in
             let base = UnsafeMutableRawPointer(buffer.baseAddress!)
-            let n = writeHeader(into: base, opcode: opcode, fin: fin, payloadLength: payload.count, mask: mask)
+            let n = writeHeader(into: base, opcode: opcode, fin: fin, payloadLength: payload.count, mask: mask, compressed: compressed)
             payload.withUnsafeBytes { src in
                 if src.count > 0 { (base + n).copyMemory(from: src.baseAddress!, byteCount: src.count) }
             }

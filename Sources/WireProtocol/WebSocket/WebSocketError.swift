@@ -2,6 +2,8 @@
 /// The reason strings go into the Close frame and the log, so they say what was wrong.
 public enum WebSocketError: Error, Equatable, Sendable {
     case reservedBitsSet
+    /// RSV1 (permessage-deflate) on a continuation or control frame (RFC 7692 §6.1).
+    case compressedBitMisplaced
     case reservedOpcode(UInt8)
     case unmaskedClientFrame
     case maskedServerFrame
@@ -15,12 +17,14 @@ public enum WebSocketError: Error, Equatable, Sendable {
     case closePayloadTooShort
     case invalidCloseCode(UInt16)
     case invalidCloseReason
+    /// A compressed message that is not a valid deflate stream (RFC 7692 §7.2.2).
+    case invalidCompressedData
 
     /// The close code that §7.4.1 prescribes for this failure.
     @inlinable
     public var closeCode: CloseCode {
         switch self {
-        case .invalidUTF8, .invalidCloseReason: return .invalidPayload
+        case .invalidUTF8, .invalidCloseReason, .invalidCompressedData: return .invalidPayload
         case .messageTooBig: return .messageTooBig
         default: return .protocolError
         }
@@ -30,6 +34,7 @@ public enum WebSocketError: Error, Equatable, Sendable {
     public var reason: String {
         switch self {
         case .reservedBitsSet: return "reserved bits set without a negotiated extension"
+        case .compressedBitMisplaced: return "RSV1 on a continuation or control frame"
         case .reservedOpcode(let op): return "reserved opcode \(op)"
         case .unmaskedClientFrame: return "client frames must be masked"
         case .maskedServerFrame: return "server frames must not be masked"
@@ -43,6 +48,7 @@ public enum WebSocketError: Error, Equatable, Sendable {
         case .closePayloadTooShort: return "close frame payload of 1 byte"
         case .invalidCloseCode(let code): return "invalid close code \(code)"
         case .invalidCloseReason: return "close reason is not valid UTF-8"
+        case .invalidCompressedData: return "compressed message is not a valid deflate stream"
         }
     }
 }

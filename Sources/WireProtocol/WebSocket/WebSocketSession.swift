@@ -34,9 +34,43 @@ public struct WebSocketSession: Sendable {
     public var state: State = .open
     public var decoder: FrameDecoder
 
+    /// `permessageDeflate`: the connection negotiated RFC 7692, so RSV1 marks compressed messages.
     @inlinable
-    public init(role: WebSocketRole = .server, maxMessageSize: UInt64) {
-        decoder = FrameDecoder(role: role, maxMessageSize: maxMessageSize)
+    public init(role: WebSocketRole = .server, maxMessageSize: UInt64, permessageDeflate: Bool = false) {
+        decoder = FrameDecoder(role: role, maxMessageSize: maxMessageSize, permessageDeflate: permessageDeflate)
+    }
+
+    /// Whether the message `.message` is delivering is compressed (RSV1 on its first frame).
+    /// Its pieces are then deflate bytes: join them and pass the whole to `inflate`. Valid from
+    /// the first piece through the last, until the next message begins.
+    @inlinable public var messageIsCompressed: Bool { decoder.messageIsCompressed }
+
+    /// What `inflate` made of a compressed message.
+    public enum Inflated {
+        /// The message's bytes, in the inflater's buffer: valid until its next use.
+        case message(UnsafeRawBufferPointer)
+        /// Fail the connection like `Action.fail`: 1009 over the size limit, 1007 for corrupt
+        /// data or text that is not UTF-8. The session is closed already.
+        case fail(WebSocketError)
+    }
+
+    /// Inflates a whole compressed message (its pieces joined, in order) with the thread's
+    /// shared inflater. `maxMessageSize` applies to the inflated size, and the inflater stops
+    /// there, so a decompression bomb costs at most that much; text is UTF-8 checked after.
+    public mutating func inflate(_ compressed: UnsafeRawBufferPointer, opcode: Opcode, with inflater: MessageInflater) -> Inflated {
+        let limit = decoder.maxMessageSize > UInt64(Int.max) ? Int.max : Int(decoder.maxMessageSize)
+        let error: WebSocketError
+        switch inflater.inflate(compressed, limit: limit) {
+        case .message(let bytes):
+            if opcode != .text || UTF8Validator.isValid(bytes) { return .message(bytes) }
+            error = .invalidUTF8
+        case .tooLarge:
+            error = .messageTooBig(limit: decoder.maxMessageSize)
+        case .invalid:
+            error = .invalidCompressedData
+        }
+        state = .closed
+        return .fail(error)
     }
 
     /// Decodes the next action from `buffer[position...]`.
