@@ -194,6 +194,9 @@ public final class RedisLink: @unchecked Sendable {
                 link.transmit(RedisCommand("SELECT", String(link.endpoint.database))) { done($0.map { _ in () }) }
             }
         }
+        // Up means Redis answered: a TCP connect alone also succeeds into the backlog of a
+        // stopped (SIGSTOP, swapped out) Redis.
+        steps.append { link, done in link.transmit(RedisCommand("PING")) { done($0.map { _ in () }) } }
         runHandshake(steps + preparations, at: 0, generation: generation)
     }
 
