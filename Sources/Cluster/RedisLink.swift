@@ -292,12 +292,11 @@ public final class RedisLink: @unchecked Sendable {
             then(.failure(.linkDown("not connected")))
             return
         }
-        let bytes = command.encoded()
-        let rc = bytes.withUnsafeBytes { raw in
+        let rc = Self.formatted(command) { bytes, count in
             redisAsyncFormattedCommand(ac, { ac, reply, _ in
                 let me = Unmanaged<RedisLink>.fromOpaque(ac!.pointee.data).takeUnretainedValue()
                 me.replied(reply?.assumingMemoryBound(to: redisReply.self), on: ac!)
-            }, nil, raw.baseAddress!.assumingMemoryBound(to: CChar.self), raw.count)
+            }, nil, bytes, count)
         }
         guard rc == TW_REDIS_OK else {
             then(.failure(.linkDown("connection closing")))
@@ -308,6 +307,14 @@ public final class RedisLink: @unchecked Sendable {
             tw_ev_timer_set(replyTimer, settings.commandTimeout, 0)
             ev_timer_start(edge.rawLoop, replyTimer)
         }
+    }
+
+    /// The command's RESP bytes, NUL-terminated past `count`: hiredis scans a formatted
+    /// command with `strchr` to spot (P)SUBSCRIBE, which would otherwise run off the end.
+    private static func formatted(_ command: RedisCommand, _ body: (UnsafePointer<CChar>, Int) -> Int32) -> Int32 {
+        var bytes = command.encoded()
+        bytes.append(0)
+        return bytes.withUnsafeBytes { raw in body(raw.baseAddress!.assumingMemoryBound(to: CChar.self), raw.count - 1) }
     }
 
     private func replied(_ reply: UnsafeMutablePointer<redisReply>?, on ac: UnsafeMutablePointer<redisAsyncContext>) {
@@ -349,12 +356,11 @@ public final class RedisLink: @unchecked Sendable {
         for c in channels { command.append(c) }
         awaitingConfirmation = Set(channels)
         confirmed = done
-        let bytes = command.encoded()
-        let rc = bytes.withUnsafeBytes { raw in
+        let rc = Self.formatted(command) { bytes, count in
             redisAsyncFormattedCommand(ac, { ac, reply, _ in
                 let me = Unmanaged<RedisLink>.fromOpaque(ac!.pointee.data).takeUnretainedValue()
                 me.published(reply?.assumingMemoryBound(to: redisReply.self))
-            }, nil, raw.baseAddress!.assumingMemoryBound(to: CChar.self), raw.count)
+            }, nil, bytes, count)
         }
         if rc != TW_REDIS_OK {
             confirmed = nil

@@ -89,13 +89,30 @@ final class RedisServer: @unchecked Sendable {
 
     /// One blocking command over hiredis' synchronous API, for test set-up and checks.
     @discardableResult
-    func command(_ args: String...) throws -> String {
+    func command(_ args: String...) throws -> String { try command(db: 0, args) }
+
+    /// The same in database `db` (authenticating first when the server has a password).
+    @discardableResult
+    func command(db: Int, _ args: [String]) throws -> String {
+        if db != 0 || password != nil {
+            return try session((password.map { [["AUTH", $0]] } ?? []) + [["SELECT", String(db)], args])
+        }
+        return try session([args])
+    }
+
+    /// Runs commands on one connection; returns the last reply.
+    private func session(_ commands: [[String]]) throws -> String {
         var tv = timeval(tv_sec: 2, tv_usec: 0)
         guard let c = redisConnectWithTimeout("127.0.0.1", Int32(port), tv) else { throw Failure(description: "redisConnect") }
         defer { redisFree(c) }
         if c.pointee.err != 0 { throw Failure(description: "connect: \(c.pointee.err)") }
         _ = redisSetTimeout(c, tv)
-        tv.tv_sec = 2
+        var last = ""
+        for args in commands { last = try run(c, args) }
+        return last
+    }
+
+    private func run(_ c: UnsafeMutablePointer<redisContext>, _ args: [String]) throws -> String {
         var cstrings = args.map { strdup($0) }
         defer { cstrings.forEach { free($0) } }
         var lengths = args.map { $0.utf8.count }
@@ -116,7 +133,15 @@ final class RedisServer: @unchecked Sendable {
         }
     }
 
-    private func ping() -> Bool { (try? command("PING")) == "PONG" }
+    private func ping() -> Bool {
+        do { return try command("PING") == "PONG" } catch { return "\(error)".hasPrefix("NOAUTH") }
+    }
+
+    /// The `--requirepass` among the arguments, for `command`.
+    private var password: String? {
+        guard let i = extraArguments.firstIndex(of: "--requirepass"), i + 1 < extraArguments.count else { return nil }
+        return extraArguments[i + 1]
+    }
 
     private static func freeLoopbackPort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
