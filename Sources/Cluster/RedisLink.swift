@@ -68,7 +68,8 @@ public final class RedisLink: @unchecked Sendable {
             Unmanaged<RedisLink>.fromOpaque(w!.pointee.data).takeUnretainedValue().connectTimedOut()
         }, 0, 0)
         tw_ev_timer_init(reconnectTimer, { loop, w, _ in
-            Unmanaged<RedisLink>.fromOpaque(w!.pointee.data).takeUnretainedValue().connect()
+            let me = Unmanaged<RedisLink>.fromOpaque(w!.pointee.data).takeUnretainedValue()
+            if me.closed { me.releaseSelf() } else { me.connect() }
         }, 0, 0)
         tw_ev_timer_init(replyTimer, { loop, w, _ in
             Unmanaged<RedisLink>.fromOpaque(w!.pointee.data).takeUnretainedValue().checkReplyDeadline()
@@ -108,12 +109,21 @@ public final class RedisLink: @unchecked Sendable {
             guard !me.closed else { return }
             me.closed = true
             ev_timer_stop(me.edge.rawLoop, me.reconnectTimer)
-            me.drop(.linkDown("closed"))
+            // Sent and unanswered: their outcome is unknown, unlike a send refused when down.
+            me.drop(.disconnected("link closed"))
             me.stopTimers()
             me.report(.closed)
-            me.retained?.release()
-            me.retained = nil
+            // Let go of ourselves on the next loop pass, not now: close() may run inside a
+            // hiredis callback, and hiredis still calls the dropped connection's pending
+            // callbacks (which find this link) after that callback returns.
+            tw_ev_timer_set(me.reconnectTimer, 0, 0)
+            ev_timer_start(me.edge.rawLoop, me.reconnectTimer)
         }
+    }
+
+    private func releaseSelf() {
+        retained?.release()
+        retained = nil
     }
 
     /// Loop thread: sends `command`; `then` gets its reply (error replies as `.server`).
@@ -156,6 +166,8 @@ public final class RedisLink: @unchecked Sendable {
             return
         }
         ac.pointee.data = Unmanaged.passUnretained(self).toOpaque()
+        // SO_KEEPALIVE: the Pub/Sub link sends nothing, so only TCP can tell it its peer died.
+        _ = redisEnableKeepAlive(&ac.pointee.c)
         _ = tw_redis_libev_attach(UnsafeMutableRawPointer(edge.rawLoop), ac)
         _ = redisAsyncSetConnectCallback(ac) { ac, status in
             let me = Unmanaged<RedisLink>.fromOpaque(ac!.pointee.data).takeUnretainedValue()
@@ -252,6 +264,7 @@ public final class RedisLink: @unchecked Sendable {
         report(.down(reason: reason))
         guard !closed else { return }
         let delay = backoff.nextDelay(random: Double.random(in: 0...1, using: &random))
+        ev_timer_stop(edge.rawLoop, reconnectTimer)
         tw_ev_timer_set(reconnectTimer, delay, 0)
         ev_timer_start(edge.rawLoop, reconnectTimer)
     }

@@ -57,4 +57,28 @@ func startedLink(_ server: RedisServer, settings: RedisLinkSettings = quickSetti
         #expect(waitUntil(5) { replies.count == 1000 })
         #expect(replies.all == Array(1...1000))
     }
+
+    @Test func closeInsideAReplyCallbackFailsTheRestAndStops() throws {
+        let server = try RedisServer()
+        let (link, states) = startedLink(server)
+        #expect(waitUntil(5) { states.all == [.up] })
+        let results = Recorder<Result<RedisReply, RedisFailure>>()
+        do {
+            let l = UncheckedSendable(link)
+            redisLoop.onLoop {
+                for i in 0..<100 {
+                    l.value.send(RedisCommand("PING")) { [unowned link = l.value] r in
+                        results.append(r)
+                        if i == 0 { link.close() }
+                    }
+                }
+            }
+        }
+        #expect(waitUntil(5) { results.count == 100 && states.all.last == .closed })
+        #expect(try results.all[0].get() == .status("PONG"))
+        #expect(results.all.dropFirst().allSatisfy { $0 == .failure(.disconnected("link closed")) })
+        #expect(states.all == [.up, .closed])
+        // A closed link fails at once and reconnects no more.
+        #expect(call(link, RedisCommand("PING")) == .failure(.linkDown("closed")))
+    }
 }
