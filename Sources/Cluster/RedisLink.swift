@@ -316,7 +316,8 @@ public final class RedisLink: @unchecked Sendable {
             return
         }
         pending.append(PendingReply(deadline: ev_now(edge.rawLoop) + settings.commandTimeout, callback: then))
-        if tw_ev_is_active(replyTimer) == 0 {
+        // The handshake's replies are under the connect timeout instead.
+        if !handshaking && tw_ev_is_active(replyTimer) == 0 {
             tw_ev_timer_set(replyTimer, settings.commandTimeout, 0)
             ev_timer_start(edge.rawLoop, replyTimer)
         }
@@ -346,7 +347,7 @@ public final class RedisLink: @unchecked Sendable {
 
     /// One timer for all replies: they come in order, so the oldest is the next deadline.
     private func checkReplyDeadline() {
-        guard context != nil, let oldest = pending.first else { return }
+        guard context != nil, !handshaking, let oldest = pending.first else { return }
         let now = ev_now(edge.rawLoop)
         if oldest.deadline <= now {
             drop(.timeout)

@@ -88,4 +88,50 @@ func isDown(_ s: RedisLink.State) -> Bool { if case .down = s { true } else { fa
         if case .down(let why) = badStates.all.first { #expect(why.hasPrefix("handshake") && why.contains("WRONGPASS"), "\(why)") }
         #expect(!bad.isUp)
     }
+
+    @Test func aStoppedRedisFailsTheFirstConnectByTimeout() throws {
+        let server = try RedisServer()
+        server.pause()
+        defer { server.resume() }
+        let started = monotonicNanoseconds()
+        let (link, states) = startedLink(server)
+        defer { link.close() }
+        #expect(waitUntil(5) { states.count == 1 })
+        let waited = Double(monotonicNanoseconds() - started) / 1e9
+        // TCP connects into the stopped server's backlog; the PING is what never comes.
+        if case .down(let why) = states.all.first { #expect(why.contains("timed out"), "\(why)") } else { Issue.record("\(states.all)") }
+        #expect(waited >= 0.45 && waited < 3, "\(waited) s")
+        server.resume()
+        #expect(waitUntil(5) { states.all.last == .up })
+    }
+
+    @Test func publishesMissedWhileTheSubscriberWasDisconnectedAreInTheStream() throws {
+        let server = try RedisServer()
+        let (stream, states) = startedStream(server)
+        let (sub, frames, subStates) = startedSubscriber(server)
+        defer { stream.link.close(); sub.close() }
+        #expect(waitUntil(5) { states.all == [.up] && subStates.all == [.up] })
+        for i in 1...3 { #expect(try publish(stream, "m\(i)")?.get().seq == UInt64(i)) }
+        #expect(waitUntil(5) { frames.count == 3 })
+
+        // Redis drops the Pub/Sub connection; what is published before it is back is lost
+        // to Pub/Sub, and the subscriber reports down then up.
+        try server.command("CLIENT", "KILL", "TYPE", "pubsub")
+        #expect(waitUntil(5) { subStates.count >= 2 })
+        for i in 4...6 { #expect(try publish(stream, "m\(i)")?.get().seq == UInt64(i)) }
+        #expect(waitUntil(5) { subStates.all.last == .up && subStates.count == 3 })
+        #expect(try publish(stream, "m7")?.get().seq == 7)
+        #expect(waitUntil(5) { frames.all.last?.firstSeq == 7 })
+
+        // The seqs jump from 3 to 7 (or to whatever arrived after the resubscribe): the gap
+        // is read from the stream, exactly.
+        let seen = frames.all.map(\.firstSeq)
+        let gapStart = try #require(zip(seen, seen.dropFirst()).first { $0.1 != $0.0 + 1 }).0 + 1
+        let gapEnd = try #require(seen.first { $0 > gapStart }) - 1
+        #expect(gapStart == 4)
+        let fill = try #require(range(stream, from: gapStart, count: Int(gapEnd - gapStart + 1)))
+        #expect(fill.starts(at: gapStart))
+        #expect(fill.entries.map(\.seq) == Array(gapStart...gapEnd))
+        #expect(fill.entries.map { String(decoding: $0.payload, as: UTF8.self) } == (gapStart...gapEnd).map { "m\($0)" })
+    }
 }

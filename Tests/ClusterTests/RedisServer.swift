@@ -19,7 +19,12 @@ final class RedisServer: @unchecked Sendable {
 
     static func binary() throws -> String {
         let env = ProcessInfo.processInfo.environment
-        if let path = env["REDIS_SERVER"] { return path }
+        if let path = env["REDIS_SERVER"] {
+            guard FileManager.default.isExecutableFile(atPath: path) else {
+                throw Failure(description: "REDIS_SERVER=\(path) is not an executable redis-server")
+            }
+            return path
+        }
         let dirs = (env["PATH"] ?? "").split(separator: ":").map(String.init) + ["/usr/bin", "/usr/local/bin", "/usr/sbin"]
         for d in dirs where FileManager.default.isExecutableFile(atPath: d + "/redis-server") {
             return d + "/redis-server"
