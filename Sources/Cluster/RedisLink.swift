@@ -35,7 +35,7 @@ public final class RedisLink: @unchecked Sendable {
     /// Every (re)connect that reached up, for metrics.
     public private(set) var connects = 0
 
-    private var context: UnsafeMutablePointer<redisAsyncContext>?
+    private(set) var context: UnsafeMutablePointer<redisAsyncContext>?
     /// Bumped per connection, so callbacks of a connection already given up are ignored.
     private var generation = 0
     private var handshaking = false
@@ -55,8 +55,8 @@ public final class RedisLink: @unchecked Sendable {
 
     // Pub/Sub (used by `RedisSubscriber`).
     var onMessage: ((String, [UInt8]) -> Void)?
-    private var awaitingConfirmation: Set<String> = []
-    private var confirmed: ((Result<Void, RedisFailure>) -> Void)?
+    var awaitingConfirmation: Set<String> = []
+    var confirmed: ((Result<Void, RedisFailure>) -> Void)?
 
     public init(endpoint: RedisEndpoint, settings: RedisLinkSettings = RedisLinkSettings(), on edge: EdgeLoop) {
         self.endpoint = endpoint
@@ -325,7 +325,7 @@ public final class RedisLink: @unchecked Sendable {
 
     /// The command's RESP bytes, NUL-terminated past `count`: hiredis scans a formatted
     /// command with `strchr` to spot (P)SUBSCRIBE, which would otherwise run off the end.
-    private static func formatted(_ command: RedisCommand, _ body: (UnsafePointer<CChar>, Int) -> Int32) -> Int32 {
+    static func formatted(_ command: RedisCommand, _ body: (UnsafePointer<CChar>, Int) -> Int32) -> Int32 {
         var bytes = command.encoded()
         bytes.append(0)
         return bytes.withUnsafeBytes { raw in body(raw.baseAddress!.assumingMemoryBound(to: CChar.self), raw.count - 1) }
@@ -357,85 +357,6 @@ public final class RedisLink: @unchecked Sendable {
             ev_timer_start(edge.rawLoop, replyTimer)
         }
     }
-
-    // MARK: - Pub/Sub
-
-    /// Sends SUBSCRIBE; `done` runs once every channel is confirmed. Messages go to `onMessage`.
-    func subscribe(_ channels: [String], done: @escaping (Result<Void, RedisFailure>) -> Void) {
-        guard let ac = context else {
-            done(.failure(.linkDown("not connected")))
-            return
-        }
-        var command = RedisCommand("SUBSCRIBE")
-        for c in channels { command.append(c) }
-        awaitingConfirmation = Set(channels)
-        confirmed = done
-        let rc = Self.formatted(command) { bytes, count in
-            redisAsyncFormattedCommand(ac, { ac, reply, _ in
-                let me = Unmanaged<RedisLink>.fromOpaque(ac!.pointee.data).takeUnretainedValue()
-                me.published(reply?.assumingMemoryBound(to: redisReply.self))
-            }, nil, bytes, count)
-        }
-        if rc != TW_REDIS_OK {
-            confirmed = nil
-            done(.failure(.linkDown("connection closing")))
-        }
-    }
-
-    /// A Pub/Sub event: a message, or a subscription's confirmation. (A null reply is the
-    /// connection ending; `disconnected` or `drop` handles that.)
-    private func published(_ reply: UnsafeMutablePointer<redisReply>?) {
-        guard let reply, reply.pointee.type == TW_REDIS_REPLY_ARRAY, reply.pointee.elements == 3 else { return }
-        let parts = reply.pointee.element!
-        func bytes(_ i: Int) -> UnsafeRawBufferPointer {
-            let e = parts[i]!.pointee
-            return UnsafeRawBufferPointer(start: e.str, count: e.type == TW_REDIS_REPLY_STRING ? e.len : 0)
-        }
-        let kind = bytes(0)
-        if kind.elementsEqual("message".utf8) {
-            onMessage?(String(decoding: bytes(1), as: UTF8.self), Array(bytes(2)))
-        } else if kind.elementsEqual("subscribe".utf8) {
-            awaitingConfirmation.remove(String(decoding: bytes(1), as: UTF8.self))
-            if awaitingConfirmation.isEmpty, let done = confirmed {
-                confirmed = nil
-                done(.success(()))
-            }
-        }
-    }
-}
-
-/// A Pub/Sub connection of its own (a subscribed connection can run no other command):
-/// subscribes on every (re)connect and reports up only once Redis confirmed every channel,
-/// so a caller that reads the stream on `up` misses nothing between the two.
-/// Messages reach `onMessage` on the loop's thread, in Redis' order.
-///
-/// Pub/Sub drops what is published while a subscriber is disconnected: the cluster
-/// detects that as a gap in `seq` and fills it from the stream.
-public final class RedisSubscriber: @unchecked Sendable {
-    // @unchecked: as RedisLink, whose thread rules it follows.
-    public let link: RedisLink
-    public let channels: [String]
-
-    public init(
-        endpoint: RedisEndpoint, settings: RedisLinkSettings = RedisLinkSettings(), on edge: EdgeLoop,
-        channels: [String], onMessage: @escaping (_ channel: String, _ payload: [UInt8]) -> Void
-    ) {
-        precondition(!channels.isEmpty, "a subscriber needs a channel")
-        link = RedisLink(endpoint: endpoint, settings: settings, on: edge)
-        self.channels = channels
-        link.onMessage = onMessage
-        link.addPreparation { [channels] link, done in link.subscribe(channels, done: done) }
-    }
-
-    /// Set before `start()`.
-    public var onStateChange: ((RedisLink.State) -> Void)? {
-        get { link.onStateChange }
-        set { link.onStateChange = newValue }
-    }
-
-    public func start() { link.start() }
-    public func close() { link.close() }
-    public var state: RedisLink.State { link.state }
 }
 
 struct PendingReply {
