@@ -1,3 +1,5 @@
+import Reactor
+
 /// A position in the cluster's stream: `seq` within `epoch` (0: nothing published yet).
 public struct StreamPosition: Sendable, Equatable, CustomStringConvertible {
     public let epoch: String
@@ -62,6 +64,9 @@ public final class ClusterStream: @unchecked Sendable {
     private let publishScript = RedisScript(StreamScripts.publish)
     private let readScript = RedisScript(StreamScripts.read)
     private var random = SystemRandomNumberGenerator()
+    /// Each acknowledged publish call: its round trip (send to reply, nanoseconds) and how
+    /// many messages it carried; for the publish round-trip metric.
+    public var onPublishAcknowledged: ((_ nanoseconds: UInt64, _ messages: Int) -> Void)?
 
     public init(link: RedisLink, keys: StreamKeys = StreamKeys(), history: Int) {
         precondition(history > 0, "the stream keeps at least one entry")
@@ -91,8 +96,11 @@ public final class ClusterStream: @unchecked Sendable {
     public func publish(batch payloads: [[UInt8]], then: @escaping (Result<StreamPosition, RedisFailure>) -> Void) {
         precondition(!payloads.isEmpty, "an empty batch")
         let arguments = [Array(String(history).utf8), Array(newEpoch().utf8), Array(keys.channel.utf8)] + payloads
-        publishScript.run(on: link, keys: [keys.stream, keys.meta], arguments: arguments) { result in
-            then(result.flatMap(Self.position))
+        let sent = monotonicNanoseconds()
+        publishScript.run(on: link, keys: [keys.stream, keys.meta], arguments: arguments) { [self] result in
+            let position = result.flatMap(Self.position)
+            if case .success = position { onPublishAcknowledged?(monotonicNanoseconds() - sent, payloads.count) }
+            then(position)
         }
     }
 

@@ -103,3 +103,55 @@ import Testing
         var sent = 0, inFlight = 0, acked = 0
     }
 }
+
+@Suite(.serialized) struct ClusterPublisherTests {
+    @Test func fourThreadsPublishThroughOnePublisherInBatchesWithNoLossAndTheirOwnOrder() throws {
+        let server = try RedisServer()
+        let (stream, states) = startedStream(server, history: 10_000)
+        let (sub, frames, subStates) = startedSubscriber(server)
+        defer { stream.link.close(); sub.close() }
+        let calls = Recorder<Int>()
+        let s = UncheckedSendable(stream)
+        redisLoop.onLoop { s.value.onPublishAcknowledged = { _, n in calls.append(n) } }
+        #expect(waitUntil(5) { states.all.contains(.up) && subStates.all.contains(.up) })
+        let publisher = ClusterPublisher(stream: stream)
+
+        let threads = 4, each = 25_000, total = threads * each
+        let acks = (0..<threads).map { _ in Recorder<UInt64>() }
+        let failures = Recorder<RedisFailure>()
+        let start = monotonicNanoseconds()
+        let producers = (0..<threads).map { t in
+            Thread {
+                for i in 0..<each {
+                    var payload = Array(String(repeating: "x", count: 180).utf8)
+                    payload.append(contentsOf: "t\(t)i\(i)".utf8)
+                    publisher.publish(payload) { r in
+                        switch r {
+                        case .success(let p): acks[t].append(p.seq)
+                        case .failure(let f): failures.append(f)
+                        }
+                    }
+                }
+            }
+        }
+        producers.forEach { $0.start() }
+        #expect(waitUntil(60) { acks.reduce(0) { $0 + $1.count } + failures.count == total })
+        #expect(waitUntil(30) { frames.all.last?.lastSeq == UInt64(total) })
+        let seconds = Double(monotonicNanoseconds() - start) / 1e9
+        #expect(failures.count == 0)
+        let all = acks.flatMap(\.all)
+        #expect(Set(all).count == total && all.min() == 1 && all.max() == UInt64(total))
+        for a in acks { #expect(a.all == a.all.sorted()) }  // each thread's own order
+        var expected: UInt64 = 1
+        var delivered = 0
+        for f in frames.all {
+            #expect(f.firstSeq == expected)
+            expected = f.lastSeq + 1
+            delivered += f.payloads.count
+        }
+        #expect(delivered == total)
+        let c = calls.all
+        #expect(c.reduce(0, +) == total && c.max()! <= publisher.maxBatch)
+        print("cluster publisher: \(total) messages from \(threads) threads acked and delivered in \(seconds) s: \(Int(Double(total) / seconds)) msg/s, \(c.count) script calls (mean batch \(total / c.count))")
+    }
+}

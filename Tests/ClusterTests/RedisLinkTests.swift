@@ -3,8 +3,8 @@ import Foundation
 import Reactor
 import Testing
 
-/// The Redis loop the cluster tests share (an EdgeLoop's thread lives as long as the process).
-let redisLoop = EdgeLoop(name: "tickwire-redis")
+/// The Redis loop (an EdgeLoop's thread lives as long as the process, so all tests share it).
+let redisLoop = EdgeLoop.redis
 
 /// Fast limits, so failure tests finish in seconds.
 func quickSettings() -> RedisLinkSettings {
