@@ -28,6 +28,8 @@ let package = Package(
         .systemLibrary(name: "COpenSSL", path: "COpenSSL", providers: [.apt(["libssl-dev"])]),
         // permessage-deflate (RFC 7692): raw deflate streams, one shared z_stream per reactor.
         .systemLibrary(name: "CZlib", path: "CZlib", providers: [.apt(["zlib1g-dev"])]),
+        // The cluster's Redis client (async, on a libev loop through hiredis' adapter).
+        .systemLibrary(name: "CHiredis", path: "CHiredis", providers: [.apt(["libhiredis-dev"])]),
 
         // Pure protocol code: bytes in, events or errors out. No sockets, no libev.
         .target(name: "WireProtocol", dependencies: ["COpenSSL", "CZlib"]),
@@ -54,6 +56,10 @@ let package = Package(
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
             ]
         ),
+
+        // The cluster over Redis: links (hiredis on an edge loop of their own), the publish
+        // script, the shared stream.
+        .target(name: "Cluster", dependencies: ["CHiredis", "CLibEV", "Reactor"]),
 
         // The ingestion edge (Swift actors): publisher, snapshot, market simulator.
         .target(name: "Ingestion", dependencies: ["TradingStream", "Reactor", "WireProtocol"]),
@@ -106,6 +112,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor"]),
+        .testTarget(name: "ClusterTests", dependencies: ["Cluster", "CHiredis", "Reactor"]),
         .testTarget(name: "TradingStreamTests", dependencies: ["TradingStream", "Ingestion"]),
         .testTarget(
             name: "EdgeServerTests",

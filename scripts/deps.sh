@@ -35,7 +35,9 @@ debian_install() {
 # EXTRA_DEBIAN: packages a make target needs beyond the build and tests (valgrind for `make profile`).
 # openssl: the TLS tests make their certificates and speak s_client.
 # zlib1g-dev: permessage-deflate (the CZlib system-library target).
-debian_install libev-dev libssl-dev zlib1g-dev openssl python3 ${EXTRA_DEBIAN:-}
+# libhiredis-dev: the cluster's Redis client (CHiredis); redis-server: the cluster tests
+# start their own on loopback.
+debian_install libev-dev libssl-dev zlib1g-dev openssl python3 libhiredis-dev redis-server ${EXTRA_DEBIAN:-}
 
 # Debian splits venv's ensurepip into python3-venv; without it `python3 -m venv` fails.
 if [ "$BASE_PYTHON" = /usr/bin/python3 ] && ! /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null; then

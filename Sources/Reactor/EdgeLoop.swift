@@ -75,8 +75,13 @@ public final class EdgeLoop: SerialExecutor, TaskExecutor, @unchecked Sendable {
         }
     }
 
-    /// Starts a watcher on this loop from its own thread.
-    func onLoop(_ body: @escaping @Sendable () -> Void) {
+    /// The libev loop, for C clients with a libev adapter (hiredis) that attach their own
+    /// watchers. Touch it only on the loop's thread.
+    public var rawLoop: OpaquePointer { loop.raw }
+
+    /// Runs `body` on the loop's thread: at once when already there, otherwise as a job.
+    /// (Starts watchers, hands work to C clients that live on this loop.)
+    public func onLoop(_ body: @escaping @Sendable () -> Void) {
         if isOnLoopThread { body(); return }
         Task(executorPreference: self) { body() }
     }
