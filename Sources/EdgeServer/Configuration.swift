@@ -92,6 +92,12 @@ public struct ServerConfiguration: Sendable {
     /// worth): a dashboard sends a few; 100 leaves room for bursts of subscription changes.
     public var maxMessagesPerSecond = 100
 
+    // Compression.
+    /// permessage-deflate (RFC 7692) for clients that offer it; browsers all do.
+    public var compression = true
+    /// Messages shorter than this go uncompressed: deflate's framing eats the gain on tiny ones.
+    public var compressionMinBytes = 128
+
     // The trading stream.
     /// Broadcast messages kept for resume: the spec's broadcast capacity (1000). At the
     /// simulator's rate that is about two minutes of reconnect window.
@@ -167,6 +173,7 @@ public struct ServerConfiguration: Sendable {
         if let bad = allowedOrigins.first(where: { !($0.hasPrefix("http://") || $0.hasPrefix("https://")) || $0.hasSuffix("/") }) {
             problems.append("--allowed-origin takes origins like https://app.example.com (scheme and host, no path); got '\(bad)'")
         }
+        if !(0...(1 << 30)).contains(compressionMinBytes) { problems.append("--compression-min-size must be between 0 and 1GiB") }
         if !(1000...maxTimeout).contains(tokenRefreshLeadMilliseconds) { problems.append("--token-refresh-lead must be between 1 s and 24 days") }
         if !(0.1...100_000).contains(simulatorRate) { problems.append("--sim-rate must be between 0.1 and 100000 messages per second") }
         return problems

@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 import WireProtocol
 
 /// One published message, serialised and framed once: the WebSocket text frame (header
@@ -45,7 +46,32 @@ public final class BroadcastFrame: @unchecked Sendable {
         accountHash = account.map { AccountHash.hash($0) } ?? 0
     }
 
-    deinit { free(bytes) }
+    /// The permessage-deflate form of the frame (RSV1 set, payload compressed with no context
+    /// takeover), made once by whichever reactor first needs it and shared by all: a block
+    /// holding its length then its bytes; `notCompressed` when compressing did not pay.
+    private let compressedBlock = Atomic<UnsafeMutableRawPointer?>(nil)
+    /// Never a real block (malloc never returns 1).
+    private static var notCompressed: UnsafeMutableRawPointer { UnsafeMutableRawPointer(bitPattern: 1)! }
+
+    deinit {
+        free(bytes)
+        if let block = compressedBlock.load(ordering: .acquiring), block != Self.notCompressed { free(block) }
+    }
+
+    /// The compressed frame, made by `make` on first use: `make` gets the JSON and returns a
+    /// malloc'd block (an `Int` length, then the frame) or nil when compression does not pay.
+    /// Reactors may race to make it; one block wins and the others are freed.
+    public func compressedFrame(orMake make: (UnsafeRawBufferPointer) -> UnsafeMutableRawPointer?) -> UnsafeRawBufferPointer? {
+        var block = compressedBlock.load(ordering: .acquiring)
+        if block == nil {
+            let made = make(json) ?? Self.notCompressed
+            let (won, current) = compressedBlock.compareExchange(expected: nil, desired: made, ordering: .acquiringAndReleasing)
+            if !won && made != Self.notCompressed { free(made) }
+            block = won ? made : current
+        }
+        guard let block, block != Self.notCompressed else { return nil }
+        return UnsafeRawBufferPointer(start: block + 8, count: block.load(as: Int.self))
+    }
 
     /// The JSON text.
     public var json: UnsafeRawBufferPointer {

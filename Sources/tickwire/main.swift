@@ -131,6 +131,12 @@ struct Tickwire: ParsableCommand {
     @Option(help: "Most symbols one connection's subscription may name.")
     var maxSymbols = 256
 
+    @Option(help: "permessage-deflate for clients that offer it: on or off. Broadcasts are compressed once per message, not per client.")
+    var compression = "on"
+
+    @Option(help: "Messages smaller than this are sent uncompressed.")
+    var compressionMinSize = ByteSizeArgument(bytes: 128)
+
     @Option(help: "Lowest log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -143,6 +149,9 @@ struct Tickwire: ParsableCommand {
         }
         guard LogFormat(rawValue: logFormat) != nil else {
             throw ValidationError("--log-format must be text or json (got '\(logFormat)')")
+        }
+        guard compression == "on" || compression == "off" else {
+            throw ValidationError("--compression must be on or off (got '\(compression)')")
         }
         guard AuthMode(rawValue: auth) != nil else {
             throw ValidationError("--auth must be off, optional or required (got '\(auth)')")
@@ -166,6 +175,8 @@ struct Tickwire: ParsableCommand {
         }
         config.tokenRefreshLeadMilliseconds = tokenRefreshLead.milliseconds
         config.allowedOrigins = allowedOrigin
+        config.compression = compression != "off"
+        config.compressionMinBytes = compressionMinSize.bytes
         config.maxConnectionsPerAddress = maxConnectionsPerIp
         config.maxNewConnectionsPerAddressPerSecond = maxNewConnectionsPerIp
         config.maxConnectionsPerAccount = maxConnectionsPerAccount
@@ -334,7 +345,7 @@ func argumentsWithEnvironment() -> [String] {
         "log-level", "log-format", "history", "max-backlog", "publish-token", "symbols", "sim-rate", "sim-seed", "send-buffer",
         "tls-cert", "tls-key", "auth", "jwt-secret-file", "jwt-public-key-file", "jwks-file", "jwt-issuer",
         "jwt-audience", "jwt-leeway", "token-refresh-lead", "max-connections-per-ip", "max-new-connections-per-ip",
-        "max-connections-per-account", "max-messages-per-second", "max-symbols",
+        "max-connections-per-account", "max-messages-per-second", "max-symbols", "compression", "compression-min-size",
     ]
     let flags = ["echo", "pin-workers"]
     func variable(_ option: String) -> String? {

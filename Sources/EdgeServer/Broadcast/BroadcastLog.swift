@@ -11,6 +11,10 @@ struct LogEntry {
     var conflationKey: UInt64
     /// 0 for public messages; else the account's hash (the name is on `frame`).
     var accountHash: UInt64
+    /// The permessage-deflate form (`Compression.wire`): 0 not looked for yet, 1 none, 2 in `zbytes`.
+    var zstate: UInt8 = 0
+    var zcount: UInt32 = 0
+    var zbytes: UnsafeMutableRawPointer?
     /// Bytes of all entries before this one (prefix sum), for O(1) backlog estimates.
     var cumulative: UInt64
     /// Monotonic ns when the publish was accepted (broadcast latency).

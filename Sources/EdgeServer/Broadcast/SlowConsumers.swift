@@ -32,7 +32,7 @@ final class SlowConsumers {
         var first = true
         while index < log.end {
             let e = log.entry(index)
-            if BroadcastPath.matches(c, e) { exact += Int(e.pointee.count) - (first ? Int(c.pointee.cursorOffset) : 0) }
+            if BroadcastPath.matches(c, e) { exact += Int(worker.streamFlusher.wire(c, e).1) - (first ? Int(c.pointee.cursorOffset) : 0) }
             first = false
             index += 1
         }
@@ -57,7 +57,8 @@ final class SlowConsumers {
                 let e = log.entry(index)
                 let partlyWritten = index == c.pointee.cursor && c.pointee.cursorOffset > 0
                 if BroadcastPath.matches(c, e) || partlyWritten {
-                    queue.append(e.pointee.frame, bytes: e.pointee.bytes, count: e.pointee.count, key: Self.conflationKey(e))
+                    let (bytes, count) = worker.streamFlusher.wire(c, e)
+                    queue.append(e.pointee.frame, bytes: bytes, count: count, key: Self.conflationKey(e))
                     if partlyWritten { queue.consume(Int(c.pointee.cursorOffset)) }
                 }
                 index += 1
@@ -79,7 +80,8 @@ final class SlowConsumers {
         while index < log.end {
             let e = log.entry(index)
             if BroadcastPath.matches(c, e) {
-                queue.append(e.pointee.frame, bytes: e.pointee.bytes, count: e.pointee.count, key: Self.conflationKey(e))
+                let (bytes, count) = worker.streamFlusher.wire(c, e)
+                    queue.append(e.pointee.frame, bytes: bytes, count: count, key: Self.conflationKey(e))
             }
             index += 1
         }

@@ -22,9 +22,21 @@ final class StreamFlusher {
     /// Per iovec: the log index it writes, or UInt64.max for a connection's own bytes.
     private let iovKinds: UnsafeMutablePointer<UInt64>
 
-    init(worker: Worker, log: BroadcastLog) {
+    /// The bytes of a log entry for this subscriber: the shared plain frame, or the shared
+    /// compressed one for a connection that negotiated permessage-deflate.
+    @inline(__always)
+    func wire(_ c: UnsafeMutablePointer<Connection>, _ e: UnsafeMutablePointer<LogEntry>) -> (UnsafeMutableRawPointer, UInt32) {
+        if c.pointee.flags.contains(.deflateBroadcasts) { return compression.wire(e) }
+        return (e.pointee.bytes, e.pointee.count)
+    }
+
+    /// Strong: consulted per delivery for compressing subscribers.
+    private let compression: Compression
+
+    init(worker: Worker, log: BroadcastLog, compression: Compression) {
         self.worker = worker
         self.log = log
+        self.compression = compression
         pool = worker.pool
         stats = worker.stats
         iovecs = .allocate(capacity: Self.maxIovecs)
@@ -64,8 +76,9 @@ final class StreamFlusher {
                 if !pending || index >= limit { break }
                 let e = log.entry(index)
                 if BroadcastPath.matches(c, e) {
-                    let length = Int(e.pointee.count) - offset
-                    iovecs[n] = iovec(iov_base: e.pointee.bytes + offset, iov_len: length)
+                    let (bytes, count) = wire(c, e)
+                    let length = Int(count) - offset
+                    iovecs[n] = iovec(iov_base: bytes + offset, iov_len: length)
                     iovKinds[n] = index
                     total += length
                     n += 1

@@ -409,16 +409,31 @@ final class HTTPEndpoint {
         var n = prefix.utf8CodeUnitCount
         n += Handshake.writeAcceptValue(key: key, into: p + n)
         (p + n).storeBytes(of: UInt32(0x0A0D_0A0D), as: UInt32.self)   // "\r\n\r\n"
-        if let subprotocol {
-            // A browser that offered subprotocols needs one back (RFC 6455 §4.1).
-            c.pointee.output.commit(n + 2)
-            c.pointee.output.append(Array("Sec-WebSocket-Protocol: \(subprotocol)\r\n\r\n".utf8), pool: pool)
-        } else {
+        // permessage-deflate (RFC 7692) when the client offers it and the server allows it.
+        var deflate: DeflateParameters?
+        if config.compression, let offer = head.webSocketExtensions {
+            deflate = DeflateNegotiation.negotiate(request.buffer.slice(offer))
+        }
+        if subprotocol == nil && deflate == nil {
             c.pointee.output.commit(n + 4)
+        } else {
+            c.pointee.output.commit(n + 2)
+            var extra = ""
+            // A browser that offered subprotocols needs one back (RFC 6455 §4.1).
+            if let subprotocol { extra += "Sec-WebSocket-Protocol: \(subprotocol)\r\n" }
+            if let deflate { extra += "Sec-WebSocket-Extensions: \(deflate.responseHeaderValue)\r\n" }
+            extra += "\r\n"
+            c.pointee.output.append(Array(extra.utf8), pool: pool)
         }
 
         c.pointee.endpoint = endpoint
-        c.pointee.session = WebSocketSession(role: .server, maxMessageSize: UInt64(config.maxMessageSize))
+        c.pointee.session = WebSocketSession(role: .server, maxMessageSize: UInt64(config.maxMessageSize), permessageDeflate: deflate != nil)
+        if let deflate {
+            c.pointee.flags.insert(.deflate)
+            c.pointee.deflateWindow = UInt8(deflate.serverWindowBits)
+            if deflate.serverWindowBits == 15 { c.pointee.flags.insert(.deflateBroadcasts) }
+            stats.deflateSessions.bump()
+        }
         worker.lifecycle.apply(c, c.pointee.lifecycle.upgraded())
         stats.webSocketsOpen.bump(1)
         stats.webSocketsTotal.bump()

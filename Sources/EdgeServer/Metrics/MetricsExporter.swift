@@ -99,6 +99,12 @@ actor MetricsExporter {
         text.counter("tickwire_bytes_sent_total", "Bytes written to client sockets.", sum { $0.bytesSent.load(ordering: .relaxed) })
         if context.config.tlsEnabled { tlsMetrics(&text, sum) }
         if context.config.auth != .off { authMetrics(&text, sum) }
+        text.counter("tickwire_deflate_sessions_total", "WebSocket connections that negotiated permessage-deflate.",
+                     sum { $0.deflateSessions.load(ordering: .relaxed) })
+        text.counter("tickwire_deflate_frames_compressed_total", "Broadcast frames compressed (once per frame, not per subscriber).",
+                     sum { $0.framesCompressed.load(ordering: .relaxed) })
+        text.counter("tickwire_deflate_messages_inflated_total", "Compressed client messages inflated.",
+                     sum { $0.messagesInflated.load(ordering: .relaxed) })
         text.labeled("tickwire_limit_refusals_total", "counter", "Upgrades and client messages refused by an abuse limit, by limit.",
                      LimitKind.allCases.map { k in ("limit=\"\(k.label)\"", Double(sum { $0.limitRefusals[k.rawValue].load(ordering: .relaxed) })) })
         text.counter("tickwire_flood_closes_total", "Connections closed with 1008 for sending messages far past --max-messages-per-second.",

@@ -51,6 +51,10 @@ struct ConnectionFlags: OptionSet {
     static let addressCounted = ConnectionFlags(rawValue: 1 << 16)
     /// Counted under its account (`accountCells`) for --max-connections-per-account.
     static let accountCounted = ConnectionFlags(rawValue: 1 << 17)
+    /// Negotiated permessage-deflate: its own messages are compressed (`deflateWindow`).
+    static let deflate = ConnectionFlags(rawValue: 1 << 18)
+    /// ...and with a full window, so broadcasts go in their shared compressed form.
+    static let deflateBroadcasts = ConnectionFlags(rawValue: 1 << 19)
 }
 
 /// One connection's state. A plain struct with no references (so no ARC), living at a
@@ -117,6 +121,8 @@ struct Connection {
     var liveFromSeq: UInt64 = 0
     /// `ConnectionExtras` (retained), only for narrowed subscriptions and slow consumers.
     var extras: UnsafeMutableRawPointer?
+    /// The server window bits negotiated for permessage-deflate (8: run-length only).
+    var deflateWindow: UInt8 = 15
     /// Its client address's cells in the shared per-address counts.
     var addressCells: UInt32 = 0
     /// Its account's cells in the shared per-account counts.

@@ -75,9 +75,16 @@ final class OutputFlusher {
     /// takes its place in the stream first (after the broadcast frames pending now).
     func enqueueFrame(_ c: UnsafeMutablePointer<Connection>, _ opcode: Opcode, _ payload: UnsafeRawBufferPointer, placeInStream: Bool = true) {
         if placeInStream && c.pointee.endpoint == .stream { _ = worker.broadcast.placeControl(c) }
+        var payload = payload
+        var compressed = false
+        if c.pointee.flags.contains(.deflate) && (opcode == .text || opcode == .binary),
+           let deflated = worker.compression.compress(payload, window: c.pointee.deflateWindow) {
+            payload = deflated
+            compressed = true
+        }
         let header = FrameEncoder.headerSize(payloadLength: payload.count, masked: false)
         let p = c.pointee.output.reserve(header + payload.count, pool: pool)
-        FrameEncoder.writeHeader(into: p, opcode: opcode, payloadLength: payload.count)
+        FrameEncoder.writeHeader(into: p, opcode: opcode, payloadLength: payload.count, compressed: compressed)
         if payload.count > 0 {
             (p + header).copyMemory(from: payload.baseAddress!, byteCount: payload.count)
         }

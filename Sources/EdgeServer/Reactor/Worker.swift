@@ -34,6 +34,7 @@ enum WorkerCommand: @unchecked Sendable {
 /// | `WebSocketEndpoint` | WebSocket/WebSocketEndpoint.swift | frames, the session, echo |
 /// | `StreamEndpoint` | WebSocket/StreamEndpoint.swift | the `/ws` protocol: greeting, Subscribe, resume |
 /// | `TLSTransport` | TLS/TLSTransport.swift | TLS or plain on a TLS port, reads and writes through OpenSSL |
+/// | `Compression` | WebSocket/Compression.swift | permessage-deflate: the shared inflater and deflaters, broadcast frames compressed once |
 /// | `TokenLifetimes` | Auth/TokenLifetimes.swift | token expiry: the refresh request, then close 4001 |
 ///
 /// All of it runs on the reactor's own thread, except `post(_:)` and `wake()`.
@@ -75,6 +76,7 @@ final class Worker: @unchecked Sendable {
     private(set) var webSocket: WebSocketEndpoint!
     private(set) var stream: StreamEndpoint!
     private(set) var tokens: TokenLifetimes!
+    private(set) var compression: Compression!
 
     private let commands = MPSCQueue<WorkerCommand>()
     private let asyncWatcher = UnsafeMutablePointer<ev_async>.allocate(capacity: 1)
@@ -106,8 +108,10 @@ final class Worker: @unchecked Sendable {
         // the per-message path (so those calls cost no reference counting), and reaches any
         // other through the worker. Those references never form a cycle.
         let log = BroadcastLog()
+        let compression = Compression(worker: self)
+        self.compression = compression
         let timers = ConnectionTimers(worker: self)
-        let streamFlusher = StreamFlusher(worker: self, log: log)
+        let streamFlusher = StreamFlusher(worker: self, log: log, compression: compression)
         let output = OutputFlusher(worker: self, streamFlusher: streamFlusher)
         let broadcast = BroadcastPath(worker: self, log: log, output: output)
         self.timers = timers

@@ -56,6 +56,12 @@ final class WorkerStats: Sendable {
     let limitRefusals: InlineArray<5, Atomic<UInt64>> = InlineArray { _ in Atomic<UInt64>(0) }
     /// Connections closed 1008 for flooding messages far past their rate.
     let floodCloses = Atomic<UInt64>(0)
+    /// Connections that negotiated permessage-deflate.
+    let deflateSessions = Atomic<UInt64>(0)
+    /// Broadcast frames this reactor compressed (once each, shared by its subscribers).
+    let framesCompressed = Atomic<UInt64>(0)
+    /// Client messages inflated.
+    let messagesInflated = Atomic<UInt64>(0)
     /// Publish requests the reactor refused before the publisher saw them, by reason.
     let publishRejections: InlineArray<3, Atomic<UInt64>> = InlineArray { _ in Atomic<UInt64>(0) }
 

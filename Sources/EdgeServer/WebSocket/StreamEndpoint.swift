@@ -455,7 +455,8 @@ final class StreamEndpoint {
                 pendingFrom = c.pointee.cursor
                 if c.pointee.cursorOffset > 0 {
                     let e = log.entry(c.pointee.cursor)
-                    queue.append(e.pointee.frame, bytes: e.pointee.bytes, count: e.pointee.count, key: 0)
+                    let (bytes, count) = worker.streamFlusher.wire(c, e)
+                    queue.append(e.pointee.frame, bytes: bytes, count: count, key: 0)
                     queue.consume(Int(c.pointee.cursorOffset))
                     pendingFrom += 1
                 }
@@ -467,9 +468,10 @@ final class StreamEndpoint {
             while index < to {
                 let e = log.entry(index)
                 if BroadcastPath.matches(c, e) {
-                    queue.append(e.pointee.frame, bytes: e.pointee.bytes, count: e.pointee.count, key: 0)
+                    let (bytes, count) = worker.streamFlusher.wire(c, e)
+                    queue.append(e.pointee.frame, bytes: bytes, count: count, key: 0)
                     replayed += 1
-                    replayBytes += Int(e.pointee.count)
+                    replayBytes += Int(count)
                 }
                 index += 1
             }
@@ -478,7 +480,8 @@ final class StreamEndpoint {
                 let e = log.entry(index)
                 if BroadcastPath.matches(c, e) {
                     let key = Channel(rawValue: e.pointee.channel)!.isConflatable ? e.pointee.conflationKey : 0
-                    queue.append(e.pointee.frame, bytes: e.pointee.bytes, count: e.pointee.count, key: key)
+                    let (bytes, count) = worker.streamFlusher.wire(c, e)
+                    queue.append(e.pointee.frame, bytes: bytes, count: count, key: key)
                 }
                 index += 1
             }

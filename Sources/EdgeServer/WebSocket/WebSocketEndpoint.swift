@@ -30,7 +30,9 @@ final class WebSocketEndpoint {
                 return position
             case let .message(opcode, start, count, first, last):
                 let piece = UnsafeRawBufferPointer(start: buffer.baseAddress! + start, count: count)
-                if first && last {
+                if c.pointee.session.messageIsCompressed {
+                    if !inflated(c, opcode, piece, first: first, last: last) { return buffer.count }
+                } else if first && last {
                     // The whole message is in this read: use it in place, no copy.
                     onMessage(c, opcode, piece)
                 } else {
@@ -64,6 +66,34 @@ final class WebSocketEndpoint {
                 worker.lifecycle.apply(c, c.pointee.lifecycle.protocolError(error), reason: error.reason)
                 return buffer.count
             }
+        }
+    }
+
+    /// A piece of a compressed message: joined like any other, inflated (on this reactor's
+    /// shared inflater, bounded by the message size limit) when its last piece is in. False
+    /// when the session failed (1009 or 1007).
+    private func inflated(_ c: UnsafeMutablePointer<Connection>, _ opcode: Opcode, _ piece: UnsafeRawBufferPointer, first: Bool, last: Bool) -> Bool {
+        if !(first && last) {
+            c.pointee.message.append(piece, pool: pool)
+            if !last { return true }
+        }
+        let compressed = first && last ? piece : UnsafeRawBufferPointer(c.pointee.message.readable)
+        let outcome = c.pointee.session.inflate(compressed, opcode: opcode, with: worker.compression.inflater)
+        if !(first && last) { c.pointee.message.release(pool: pool) }
+        switch outcome {
+        case .message(let bytes):
+            stats.messagesInflated.bump()
+            onMessage(c, opcode, bytes)
+            return c.pointee.lifecycle.decodesFrames
+        case .fail(let error):
+            stats.connectionErrors.bump()
+            if worker.logger.logLevel <= .error {
+                worker.logger.error("WebSocket connection error: \(error.reason)", metadata: [
+                    "conn": "\(c.pointee.id)", "peer": "\(c.pointee.peer.description)", "close_code": "\(error.closeCode.rawValue)",
+                ])
+            }
+            worker.lifecycle.apply(c, c.pointee.lifecycle.protocolError(error), reason: error.reason)
+            return false
         }
     }
 
