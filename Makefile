@@ -37,7 +37,7 @@ test: deps
 	$(SWIFT) build
 	$(SWIFT) test
 	$(PYTHON) scripts/conformance.py $(DEBUG_BIN) $(BUILD_DIR)/conformance
-	TICKWIRE_BIN=$(DEBUG_BIN) $(PYTHON) -m pytest -q Tests/TLS Tests/Auth
+	TICKWIRE_BIN=$(DEBUG_BIN) $(PYTHON) -m pytest -q Tests/TLS Tests/Auth Tests/Compression
 	Fuzz/fuzz.sh run $(FUZZ_TEST_SECONDS)
 	VENV=$(VENV) scripts/browser-test.sh $(DEBUG_BIN)
 
@@ -45,7 +45,7 @@ unit: deps
 	$(SWIFT) build
 	$(SWIFT) test
 
-# Autobahn TestSuite sections 1-10 against /echo (kosoku), on a release build.
+# Autobahn TestSuite sections 1-13 (12, 13: permessage-deflate) against /echo (kosoku), on a release build.
 conformance: release
 	$(PYTHON) scripts/conformance.py $(RELEASE_BIN) $(BUILD_DIR)/conformance
 
