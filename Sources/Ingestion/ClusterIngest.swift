@@ -39,6 +39,10 @@ public final class ClusterIngest: @unchecked Sendable {
     /// Messages a gap fill could not find (trimmed from the stream meanwhile).
     public let lost = Atomic<UInt64>(0)
     public let epochChanges = Atomic<UInt64>(0)
+    /// Publish script calls acknowledged, and their summed round trip (ns): a summary
+    /// for `tickwire_cluster_publish_round_trip_seconds`.
+    public let publishCalls = Atomic<UInt64>(0)
+    public let publishRoundTripNanoseconds = Atomic<UInt64>(0)
     private let epochCell = Mutex<String>("")
     public var epoch: String { epochCell.withLock { $0 } }
 
@@ -73,6 +77,11 @@ public final class ClusterIngest: @unchecked Sendable {
         let box = UncheckedIngest(self)
         subscriber = RedisSubscriber(endpoint: endpoint, settings: settings, on: .redis, channels: [keys.channel]) { _, payload in
             box.ingest.received(payload)
+        }
+        let calls = UncheckedCounters(self)
+        stream.onPublishAcknowledged = { ns, _ in
+            calls.ingest.publishCalls.add(1, ordering: .relaxed)
+            calls.ingest.publishRoundTripNanoseconds.add(ns, ordering: .relaxed)
         }
     }
 
@@ -268,6 +277,12 @@ final class PublishGroup: @unchecked Sendable {
         waiting -= 1
         if waiting == 0 { then(failure ?? .accepted(seqs: seqs)) }
     }
+}
+
+/// Unowned: the hook lives in the ingest's own stream (no cycle).
+struct UncheckedCounters: @unchecked Sendable {
+    unowned let ingest: ClusterIngest
+    init(_ ingest: ClusterIngest) { self.ingest = ingest }
 }
 
 struct UncheckedIngest: @unchecked Sendable {
