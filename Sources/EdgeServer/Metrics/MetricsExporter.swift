@@ -173,8 +173,8 @@ actor MetricsExporter {
             text.counter("tickwire_cluster_epoch_changes_total", "Epochs replaced because Redis lost the stream.",
                          cluster.epochChanges.load(ordering: .relaxed))
             let calls = cluster.publishCalls.load(ordering: .relaxed)
-            text.counter("tickwire_cluster_publish_round_trip_seconds_count", "Publish script calls acknowledged by Redis.", calls)
-            text.counter("tickwire_cluster_publish_round_trip_seconds_sum", "Summed send-to-reply time of those calls.",
+            text.counter("tickwire_cluster_publish_calls_total", "Publish script calls acknowledged by Redis (divide the next by it for the mean round trip).", calls)
+            text.counter("tickwire_cluster_publish_round_trip_seconds_total", "Summed send-to-reply time of acknowledged publish script calls.",
                          Double(cluster.publishRoundTripNanoseconds.load(ordering: .relaxed)) / 1e9)
         }
     }
