@@ -38,6 +38,8 @@ test: deps
 	$(SWIFT) test
 	$(PYTHON) scripts/conformance.py $(DEBUG_BIN) $(BUILD_DIR)/conformance
 	TICKWIRE_BIN=$(DEBUG_BIN) $(PYTHON) -m pytest -q Tests/TLS Tests/Auth Tests/Compression
+	# The cluster: each test starts its own redis-server on a free loopback port and stops it.
+	TICKWIRE_BIN=$(DEBUG_BIN) $(PYTHON) -m pytest -q Tests/Cluster
 	Fuzz/fuzz.sh run $(FUZZ_TEST_SECONDS)
 	VENV=$(VENV) scripts/browser-test.sh $(DEBUG_BIN)
 

@@ -62,7 +62,7 @@ let package = Package(
         .target(name: "Cluster", dependencies: ["CHiredis", "CLibEV", "Reactor"]),
 
         // The ingestion edge (Swift actors): publisher, snapshot, market simulator.
-        .target(name: "Ingestion", dependencies: ["TradingStream", "Reactor", "WireProtocol"]),
+        .target(name: "Ingestion", dependencies: ["TradingStream", "Reactor", "WireProtocol", "Cluster"]),
 
         // The edge server: HTTP routes, WebSocket sessions, per-worker connection tables,
         // the per-core broadcast path.
@@ -70,7 +70,7 @@ let package = Package(
             name: "EdgeServer",
             dependencies: [
                 "CLibEV", "CSystemShims", "CTLSShims", "Reactor", "WireProtocol", "TradingStream", "Ingestion",
-                "AccessToken", "Authentication",
+                "AccessToken", "Authentication", "Cluster",
                 .product(name: "Logging", package: "swift-log"),
             ],
             // The dashboard and the browser client, compiled into the binary: one file to deploy.

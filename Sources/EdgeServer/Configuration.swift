@@ -1,4 +1,5 @@
 import Authentication
+import Cluster
 import Glibc
 import WireProtocol
 
@@ -119,6 +120,26 @@ public struct ServerConfiguration: Sendable {
     /// The simulator's demo trader: a token with this `sub` sees its trades and positions.
     public var simulatorAccount = "demo"
 
+    // The cluster (issue 10). Without `redis` the node is a cluster of one, as before.
+    /// `--redis redis://HOST:PORT[/DB]`: seq, epoch and history live in that Redis.
+    public var redis: RedisEndpoint?
+    /// TCP connect plus handshake to Redis: loopback or a LAN answers in well under a
+    /// millisecond, so a second means it is not there.
+    public var redisConnectTimeoutMilliseconds = 1000
+    /// Oldest unanswered Redis command: past it the link is dropped (a stopped or
+    /// partitioned Redis) and publishes get 503 instead of piling up.
+    public var redisCommandTimeoutMilliseconds = 1000
+    /// How long start-up waits for the cluster's head and history; a node that cannot
+    /// load them does not accept clients (its supervisor restarts it).
+    public var redisStartupTimeoutMilliseconds = 10_000
+
+    public var redisLinkSettings: RedisLinkSettings {
+        var s = RedisLinkSettings()
+        s.connectTimeout = Double(redisConnectTimeoutMilliseconds) / 1000
+        s.commandTimeout = Double(redisCommandTimeoutMilliseconds) / 1000
+        return s
+    }
+
     public init() {}
 
     /// Problems with the settings, each phrased as what to fix; empty when valid.
@@ -175,6 +196,11 @@ public struct ServerConfiguration: Sendable {
         }
         if !(0...(1 << 30)).contains(compressionMinBytes) { problems.append("--compression-min-size must be between 0 and 1GiB") }
         if !(1000...maxTimeout).contains(tokenRefreshLeadMilliseconds) { problems.append("--token-refresh-lead must be between 1 s and 24 days") }
+        if redis != nil {
+            if !(10...60_000).contains(redisConnectTimeoutMilliseconds) { problems.append("--redis-connect-timeout must be between 10 ms and 60 s") }
+            if !(10...60_000).contains(redisCommandTimeoutMilliseconds) { problems.append("--redis-command-timeout must be between 10 ms and 60 s") }
+            if !(100...600_000).contains(redisStartupTimeoutMilliseconds) { problems.append("--redis-startup-timeout must be between 0.1 s and 10 min") }
+        }
         if !(0.1...100_000).contains(simulatorRate) { problems.append("--sim-rate must be between 0.1 and 100000 messages per second") }
         return problems
     }

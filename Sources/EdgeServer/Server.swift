@@ -1,4 +1,5 @@
 import CLibEV
+import Cluster
 import Glibc
 import Logging
 import Ingestion
@@ -32,10 +33,16 @@ final class ServerContext: @unchecked Sendable {
     let tlsReloads = Atomic<UInt64>(0)
     let tlsReloadFailures = Atomic<UInt64>(0)
     var workers: [Worker] = []
-    /// This run's history identity (PROTOCOL.md "Resume").
-    let epoch: String
+    /// This run's history identity (PROTOCOL.md "Resume"); in a cluster the cluster's,
+    /// replaced when Redis lost the stream. Read per connect and resume, never per
+    /// message, so a lock is cheap enough and keeps the String whole.
+    private let epochCell: Mutex<String>
+    var epoch: String { epochCell.withLock { $0 } }
+    func adopt(epoch: String) { epochCell.withLock { $0 = epoch } }
     let queues = BroadcastQueues()
     let publisher: StreamPublisher
+    /// With `--redis`: the cluster's Redis edge (set in `start`, before any reactor runs).
+    var cluster: ClusterIngest?
 
     /// The scrape-time aggregator of every reactor's counters. Made here, before any
     /// reactor can ask for it (a lazy property would race between reactors).
@@ -47,7 +54,8 @@ final class ServerContext: @unchecked Sendable {
         var rng = SystemRandomNumberGenerator()
         let raw = rng.next() as UInt64
         let hex = String(raw, radix: 16)
-        epoch = String(repeating: "0", count: 16 - hex.count) + hex
+        let epoch = String(repeating: "0", count: 16 - hex.count) + hex
+        epochCell = Mutex(epoch)
         publisher = StreamPublisher(epoch: epoch, sink: queues, accountRouting: config.auth != .off)
         metrics = MetricsExporter(context: self)
     }
@@ -59,6 +67,7 @@ public enum StartupError: Error, CustomStringConvertible {
     case portInUse(host: String, port: Int)
     case system(SystemError)
     case tls(TLSLoadError)
+    case cluster(String)
 
     public var description: String {
         switch self {
@@ -67,6 +76,7 @@ public enum StartupError: Error, CustomStringConvertible {
             return "port \(port) on \(host) is already in use; stop the other process or choose another --port"
         case .system(let error): return error.description
         case .tls(let error): return "TLS: \(error.message)"
+        case .cluster(let why): return "cluster: \(why)"
         }
     }
 }
@@ -143,6 +153,7 @@ public final class Server: @unchecked Sendable {
         for (worker, tls) in zip(workers, tlsContexts) { worker.tlsContext = tls }
         context.workers = workers
         context.queues.attach(workers.map(\.broadcastInbox))
+        if let endpoint = config.redis { try startCluster(endpoint) }
         for worker in workers {
             let thread = ReactorThread(name: "tickwire-r\(worker.index)") { [self] in
                 worker.run()
@@ -170,6 +181,34 @@ public final class Server: @unchecked Sendable {
             "echo": "\(config.echo)", "simulator": "\(config.simulator)", "epoch": "\(context.epoch)",
             "tls": "\(config.tlsEnabled)",
         ])
+    }
+
+    /// Joins the cluster: from now on seqs come from Redis, and the cluster's head and
+    /// last `--history` messages are framed into the per-core queues before any reactor
+    /// runs, so a node that just started already serves resumes.
+    private func startCluster(_ endpoint: RedisEndpoint) throws(StartupError) {
+        let logger = context.logger
+        let ingest = ClusterIngest(
+            endpoint: endpoint, settings: config.redisLinkSettings, history: config.historySize, target: context.publisher
+        ) { warning, line in
+            if warning { logger.warning("\(line)") } else { logger.notice("\(line)") }
+        }
+        context.cluster = ingest
+        let context = self.context
+        let loaded = StartupFlag()
+        EdgeLoop.edge.onLoop {
+            context.publisher.assumeIsolated { $0.attach(cluster: ingest) { epoch in context.adopt(epoch: epoch) } }
+            ingest.start { loaded.value.store(true, ordering: .releasing) }
+        }
+        let deadline = monotonicMilliseconds() + UInt64(config.redisStartupTimeoutMilliseconds)
+        while !loaded.value.load(ordering: .acquiring) {
+            if monotonicMilliseconds() >= deadline {
+                throw .cluster("Redis at \(endpoint) did not give the cluster's head and history within \(config.redisStartupTimeoutMilliseconds) ms")
+            }
+            usleep(2_000)
+        }
+        logger.info("joined the cluster", metadata: ["redis": "\(endpoint)", "epoch": "\(context.epoch)",
+                                                     "head": "\(ingest.head.load(ordering: .relaxed))"])
     }
 
     /// Reads the certificate and key files again (SIGHUP) and gives every reactor the new
@@ -269,4 +308,9 @@ extension Server {
         }
         return t
     }
+}
+
+/// Set once the cluster's history is in the per-core queues (any thread).
+final class StartupFlag: Sendable {
+    let value = Atomic<Bool>(false)
 }

@@ -34,9 +34,15 @@ public actor StreamPublisher {
         EdgeLoop.edge.asUnownedSerialExecutor()
     }
 
-    /// Identifies this server's history: resume only works within one epoch.
-    public nonisolated let epoch: String
+    /// Identifies this server's history: resume only works within one epoch. In a
+    /// cluster it is the cluster's (from Redis), and changes when Redis lost the stream.
+    public private(set) var epoch: String
     private let sink: BroadcastSink
+    /// With `--redis`: where validated messages go to take their seq (nil: single node,
+    /// this actor assigns seq itself).
+    private var cluster: ClusterIngest?
+    /// Called (on this actor) when the cluster's epoch replaces the current one.
+    private var onEpochChange: (@Sendable (String) -> Void)?
     private var seq: UInt64 = 0
     private var snapshot = SnapshotState()
     private var writer = EnvelopeWriter(capacity: 1024)
@@ -60,6 +66,15 @@ public actor StreamPublisher {
     /// The seq of the newest message.
     public var headSeq: UInt64 { seq }
 
+    /// Cluster mode: from now on messages are sequenced by Redis through `cluster`, and
+    /// framed here only when they come back from it (`apply`), in seq order.
+    public func attach(cluster: ClusterIngest, onEpochChange: @escaping @Sendable (String) -> Void) {
+        self.cluster = cluster
+        self.onEpochChange = onEpochChange
+    }
+
+    public var isClustered: Bool { cluster != nil }
+
     /// What a producer's message says about itself, for filters, conflation and the snapshot.
     public struct Keys: Sendable {
         public var symbol: String?
@@ -81,7 +96,17 @@ public actor StreamPublisher {
     /// Publishes one message whose `data` is known-good JSON (the simulator's).
     @discardableResult
     public func publish(_ channel: Channel, data: [UInt8], keys: Keys, message: String? = nil) -> UInt64 {
-        let frame = data.withUnsafeBytes { encode(channel, data: $0, keys: keys, message: message, acceptedAt: monotonicNanoseconds()) }
+        if let cluster {
+            // Sequenced by Redis and framed when it comes back; a refused one is counted there.
+            let m = ClusterMessage(channel: channel, keys: keys, message: message, acceptedWallNanoseconds: wallClockNanoseconds(), data: data[...])
+            cluster.publish([m.encoded()]) { _ in }
+            return 0
+        }
+        seq += 1
+        let frame = data.withUnsafeBytes {
+            encode(channel, data: $0, keys: keys, message: message, seq: seq, timestampMilliseconds: wallClockNanoseconds() / 1_000_000,
+                   acceptedAt: monotonicNanoseconds())
+        }
         sink.deliver([frame])
         return frame.seq
     }
@@ -90,6 +115,38 @@ public actor StreamPublisher {
         case accepted(seqs: [UInt64])
         /// `status` is the HTTP status; `reason` the metrics label.
         case rejected(status: Int, reason: String, message: String)
+        /// Cluster mode: Redis could not take it (503 with Retry-After). `reason` is the
+        /// metrics label (`cluster_down`: never sent; `cluster_unknown`: sent, no reply).
+        case unavailable(reason: String, message: String, retryAfterSeconds: Int)
+    }
+
+    /// `POST /api/publish` bodies, answered through `completion`: at once on a single
+    /// node; in a cluster once Redis replied to each (on the Redis loop's thread).
+    public func publish(bodies: [[UInt8]], completion: @escaping @Sendable ([PublishOutcome]) -> Void) {
+        guard let cluster else {
+            completion(publish(bodies: bodies))
+            return
+        }
+        var outcomes: [PublishOutcome] = []
+        var groups: [(index: Int, payloads: [[UInt8]])] = []
+        for (i, body) in bodies.enumerated() {
+            switch validate(body: body) {
+            case .failure(let rejected):
+                outcomes.append(rejected.outcome)
+            case .success(let items):
+                outcomes.append(.accepted(seqs: []))
+                let wall = wallClockNanoseconds()
+                groups.append((i, items.map { item in
+                    ClusterMessage(channel: item.channel, keys: item.keys, message: item.message, acceptedWallNanoseconds: wall,
+                                   data: body[item.data]).encoded()
+                }))
+            }
+        }
+        if groups.isEmpty { completion(outcomes); return }
+        let results = ClusterReplies(outcomes: outcomes, waiting: groups.count, completion: completion)
+        for group in groups {
+            cluster.publish(group.payloads) { result in results.settle(group.index, result) }
+        }
     }
 
     /// Several pipelined `POST /api/publish` bodies, each validated on its own, all
@@ -111,71 +168,133 @@ public actor StreamPublisher {
     }
 
     private func publish(body: [UInt8], into out: inout [BroadcastFrame]) -> PublishOutcome {
+        switch validate(body: body) {
+        case .failure(let rejected):
+            return rejected.outcome
+        case .success(let items):
+            let acceptedAt = monotonicNanoseconds()
+            let now = wallClockNanoseconds() / 1_000_000
+            var seqs: [UInt64] = []
+            seqs.reserveCapacity(items.count)
+            body.withUnsafeBytes { raw in
+                for item in items {
+                    seq += 1
+                    out.append(encode(item.channel, data: UnsafeRawBufferPointer(rebasing: raw[item.data]), keys: item.keys,
+                                      message: item.message, seq: seq, timestampMilliseconds: now, acceptedAt: acceptedAt))
+                    seqs.append(seq)
+                }
+            }
+            return .accepted(seqs: seqs)
+        }
+    }
+
+    /// One message of a request, validated: `data` is the range of its data object in the body.
+    struct ValidItem {
+        let channel: Channel
+        let data: Range<Int>
+        let keys: Keys
+        let message: String?
+    }
+
+    struct Rejection: Error {
+        let outcome: PublishOutcome
+    }
+
+    /// Validates a whole request (counting it, and a rejection by reason); nothing is
+    /// sequenced here, so a bad batch publishes nothing.
+    private func validate(body: [UInt8]) -> Result<[ValidItem], Rejection> {
         stats.publishRequests += 1
-        let acceptedAt = monotonicNanoseconds()
-        let outcome: PublishOutcome = body.withUnsafeBytes { raw in
+        let result: Result<[ValidItem], Rejection> = body.withUnsafeBytes { raw in
+            func reject(_ status: Int, _ reason: String, _ message: String) -> Result<[ValidItem], Rejection> {
+                .failure(Rejection(outcome: .rejected(status: status, reason: reason, message: message)))
+            }
             let root: JSONValue
             do {
                 root = try JSONScanner.parse(raw)
             } catch {
-                return .rejected(status: 400, reason: "invalid_json", message: "body is not valid JSON: \(error)")
+                return reject(400, "invalid_json", "body is not valid JSON: \(error)")
             }
             var items: [JSONValue]
             switch root.kind {
             case .object: items = [root]
             case .array: items = JSONScanner.elements(of: root, in: raw)
-            default: return .rejected(status: 400, reason: "invalid_message", message: "body must be a message object or an array of them")
+            default: return reject(400, "invalid_message", "body must be a message object or an array of them")
             }
-            if items.isEmpty { return .rejected(status: 400, reason: "invalid_message", message: "empty array: nothing to publish") }
+            if items.isEmpty { return reject(400, "invalid_message", "empty array: nothing to publish") }
             if items.count > maxBatch {
-                return .rejected(status: 413, reason: "too_large", message: "\(items.count) messages in one request; at most \(maxBatch)")
+                return reject(413, "too_large", "\(items.count) messages in one request; at most \(maxBatch)")
             }
-            var parsed: [(Channel, JSONValue, Keys, String?)] = []
+            var parsed: [ValidItem] = []
             parsed.reserveCapacity(items.count)
             for (index, item) in items.enumerated() {
                 let at = items.count > 1 ? "message \(index): " : ""
                 guard item.kind == .object else {
-                    return .rejected(status: 400, reason: "invalid_message", message: "\(at)each message must be an object")
+                    return reject(400, "invalid_message", "\(at)each message must be an object")
                 }
                 guard let typeValue = JSONScanner.member("type", of: item, in: raw),
                       let type = JSONScanner.string(typeValue, in: raw)
                 else {
-                    return .rejected(status: 400, reason: "invalid_message", message: "\(at)missing string field 'type'")
+                    return reject(400, "invalid_message", "\(at)missing string field 'type'")
                 }
                 guard let channel = Channel.allCases.first(where: { $0.typeName == type }) else {
                     let known = Channel.allCases.map(\.typeName).joined(separator: ", ")
-                    return .rejected(status: 400, reason: "unknown_type", message: "\(at)'\(type)' is not a publishable type; use one of \(known)")
+                    return reject(400, "unknown_type", "\(at)'\(type)' is not a publishable type; use one of \(known)")
                 }
                 guard let data = JSONScanner.member("data", of: item, in: raw), data.kind == .object else {
-                    return .rejected(status: 400, reason: "invalid_message", message: "\(at)'data' must be an object")
+                    return reject(400, "invalid_message", "\(at)'data' must be an object")
                 }
                 var message: String?
                 if let m = JSONScanner.member("message", of: item, in: raw) {
                     guard let text = JSONScanner.string(m, in: raw) else {
-                        return .rejected(status: 400, reason: "invalid_message", message: "\(at)'message' must be a string")
+                        return reject(400, "invalid_message", "\(at)'message' must be a string")
                     }
                     message = text
                 }
                 var keys = Self.keys(of: data, channel: channel, in: raw)
                 if let a = JSONScanner.member("account", of: item, in: raw) {
                     guard let name = JSONScanner.string(a, in: raw), !name.isEmpty, name.utf8.count <= Self.maxAccountLength else {
-                        return .rejected(status: 400, reason: "invalid_message",
-                                         message: "\(at)'account' must be a non-empty string of at most \(Self.maxAccountLength) bytes")
+                        return reject(400, "invalid_message",
+                                      "\(at)'account' must be a non-empty string of at most \(Self.maxAccountLength) bytes")
                     }
                     keys.account = name
                 }
-                parsed.append((channel, data, keys, message))
+                parsed.append(ValidItem(channel: channel, data: data.range, keys: keys, message: message))
             }
-            var frames: [BroadcastFrame] = []
-            frames.reserveCapacity(parsed.count)
-            for (channel, data, keys, message) in parsed {
-                frames.append(encode(channel, data: UnsafeRawBufferPointer(rebasing: raw[data.range]), keys: keys, message: message, acceptedAt: acceptedAt))
-            }
-            out += frames
-            return .accepted(seqs: frames.map(\.seq))
+            return .success(parsed)
         }
-        if case let .rejected(_, reason, _) = outcome { stats.rejected[reason, default: 0] += 1 }
-        return outcome
+        if case .failure(let r) = result, case let .rejected(_, reason, _) = r.outcome { stats.rejected[reason, default: 0] += 1 }
+        return result
+    }
+
+    /// Cluster mode: messages that came back from Redis, in seq order (`ClusterIngest`
+    /// guarantees it), framed exactly as a single node frames its own and delivered to
+    /// the per-core queues. A new epoch replaces the history's identity and the snapshot
+    /// (the stream it summarised is gone).
+    func apply(epoch newEpoch: String, entries: [(seq: UInt64, message: ClusterMessage)]) {
+        if newEpoch != epoch {
+            epoch = newEpoch
+            snapshot = SnapshotState()
+            seq = 0
+            onEpochChange?(newEpoch)
+        }
+        guard !entries.isEmpty else { return }
+        var frames: [BroadcastFrame] = []
+        frames.reserveCapacity(entries.count)
+        let wallNow = wallClockNanoseconds()
+        let monoNow = monotonicNanoseconds()
+        for (s, m) in entries {
+            // The accept time on this node's monotonic clock, from the publisher's wall
+            // clock: broadcast latency then includes the trip through Redis (clock skew
+            // between hosts shows in it; clamped so it never reads as the future).
+            let age = wallNow > m.acceptedWallNanoseconds ? min(wallNow - m.acceptedWallNanoseconds, monoNow) : 0
+            let frame = m.data.withUnsafeBytes {
+                encode(m.channel, data: $0, keys: m.keys, message: m.message, seq: s,
+                       timestampMilliseconds: m.acceptedWallNanoseconds / 1_000_000, acceptedAt: monoNow - age)
+            }
+            frames.append(frame)
+            seq = s
+        }
+        sink.deliver(frames)
     }
 
     /// Counts a request refused before it reached the publisher (auth, size).
@@ -193,13 +312,15 @@ public actor StreamPublisher {
 
     // MARK: -
 
-    private func encode(_ channel: Channel, data: UnsafeRawBufferPointer, keys: Keys, message: String?, acceptedAt: UInt64) -> BroadcastFrame {
-        seq += 1
+    private func encode(
+        _ channel: Channel, data: UnsafeRawBufferPointer, keys: Keys, message: String?, seq: UInt64, timestampMilliseconds: UInt64,
+        acceptedAt: UInt64
+    ) -> BroadcastFrame {
         writer.begin(type: channel.typeName, seq: seq)
         if let account = keys.account { writer.account(account) }
         writer.data(data)
         if let message { writer.message(message) }
-        writer.end(timestampMilliseconds: wallClockNanoseconds() / 1_000_000)
+        writer.end(timestampMilliseconds: timestampMilliseconds)
         let symbolHash = keys.symbol.map(SymbolHash.hash) ?? 0
         var conflationKey: UInt64 = 0
         if channel.isConflatable {
@@ -231,5 +352,35 @@ public actor StreamPublisher {
             }
         }
         return keys
+    }
+}
+
+/// Collects the Redis replies to one HTTP read's publishes; answers once all are in.
+/// Touched on the Redis loop's thread only (every `ClusterIngest.publish` reply runs there).
+final class ClusterReplies: @unchecked Sendable {
+    private var outcomes: [StreamPublisher.PublishOutcome]
+    private var waiting: Int
+    private let completion: @Sendable ([StreamPublisher.PublishOutcome]) -> Void
+
+    init(outcomes: [StreamPublisher.PublishOutcome], waiting: Int, completion: @escaping @Sendable ([StreamPublisher.PublishOutcome]) -> Void) {
+        self.outcomes = outcomes
+        self.waiting = waiting
+        self.completion = completion
+    }
+
+    func settle(_ index: Int, _ result: ClusterPublishResult) {
+        switch result {
+        case .accepted(let seqs): outcomes[index] = .accepted(seqs: seqs)
+        case .linkDown(let why):
+            outcomes[index] = .unavailable(reason: "cluster_down",
+                                           message: "the cluster link to Redis is down (\(why)); nothing was published, retry shortly",
+                                           retryAfterSeconds: 1)
+        case .unknown(let why):
+            outcomes[index] = .unavailable(reason: "cluster_unknown",
+                                           message: "Redis did not answer (\(why)); the messages may or may not have been published",
+                                           retryAfterSeconds: 1)
+        }
+        waiting -= 1
+        if waiting == 0 { completion(outcomes) }
     }
 }

@@ -2,6 +2,7 @@ import AccessToken
 import ArgumentParser
 import Authentication
 import CLibEV
+import Cluster
 import EdgeServer
 import Glibc
 import Logging
@@ -137,6 +138,21 @@ struct Tickwire: ParsableCommand {
     @Option(help: "Messages smaller than this are sent uncompressed.")
     var compressionMinSize = ByteSizeArgument(bytes: 128)
 
+    @Option(help: "Join a cluster through this Redis: redis://[[user]:password@]HOST[:PORT][/DB]. seq, epoch and history then live in Redis. Without it the node stands alone.")
+    var redis: String?
+
+    @Option(help: "File holding the Redis password (overrides one in --redis; keeps it out of the process list).")
+    var redisPasswordFile: String?
+
+    @Option(help: "Redis connect and handshake timeout.")
+    var redisConnectTimeout = DurationArgument(milliseconds: 1000)
+
+    @Option(help: "Redis reply timeout; past it the link is dropped and reconnected, and publishes get 503.")
+    var redisCommandTimeout = DurationArgument(milliseconds: 1000)
+
+    @Option(help: "How long start-up waits for the cluster's head and history before giving up.")
+    var redisStartupTimeout = DurationArgument(milliseconds: 10_000)
+
     @Option(help: "Lowest log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -207,6 +223,22 @@ struct Tickwire: ParsableCommand {
         config.simulatorSeed = simSeed
         config.tlsCertificateFile = tlsCert
         config.tlsKeyFile = tlsKey
+        if let redis {
+            var endpoint: RedisEndpoint
+            do { endpoint = try RedisEndpoint(url: redis) } catch { throw ValidationError("--redis: \(error)") }
+            if let file = redisPasswordFile {
+                guard let text = readSmallFile(file) else { throw ValidationError("--redis-password-file \(file) cannot be read") }
+                let password = String(text.split(whereSeparator: { $0 == "\n" || $0 == "\r" }).first ?? "")
+                guard !password.isEmpty else { throw ValidationError("--redis-password-file \(file) is empty") }
+                endpoint.password = password
+            }
+            config.redis = endpoint
+        } else if redisPasswordFile != nil {
+            throw ValidationError("--redis-password-file needs --redis")
+        }
+        config.redisConnectTimeoutMilliseconds = redisConnectTimeout.milliseconds
+        config.redisCommandTimeoutMilliseconds = redisCommandTimeout.milliseconds
+        config.redisStartupTimeoutMilliseconds = redisStartupTimeout.milliseconds
         return config
     }
 
@@ -323,6 +355,21 @@ private func onShutdownPoll(_ loop: OpaquePointer?, _ watcher: UnsafeMutablePoin
     }
 }
 
+/// A small text file (a password), read without Foundation.
+func readSmallFile(_ path: String) -> String? {
+    guard let f = fopen(path, "r") else { return nil }
+    defer { fclose(f) }
+    var bytes: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let n = fread(&buffer, 1, buffer.count, f)
+        if n <= 0 { break }
+        bytes += buffer[0..<n]
+        if bytes.count > 1 << 16 { return nil }
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}
+
 enum ReactorCount {
     static var online: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
 }
@@ -346,6 +393,7 @@ func argumentsWithEnvironment() -> [String] {
         "tls-cert", "tls-key", "auth", "jwt-secret-file", "jwt-public-key-file", "jwks-file", "jwt-issuer",
         "jwt-audience", "jwt-leeway", "token-refresh-lead", "max-connections-per-ip", "max-new-connections-per-ip",
         "max-connections-per-account", "max-messages-per-second", "max-symbols", "compression", "compression-min-size",
+        "redis", "redis-password-file", "redis-connect-timeout", "redis-command-timeout", "redis-startup-timeout",
     ]
     let flags = ["echo", "pin-workers"]
     func variable(_ option: String) -> String? {

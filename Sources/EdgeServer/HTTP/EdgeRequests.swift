@@ -53,25 +53,11 @@ enum EdgeRequests {
         let date = Timestamp.httpDate(secondsSinceEpoch: wallClockNanoseconds() / 1_000_000_000)
         switch request {
         case let .publish(context, bodies, cors, reply):
-            let outcomes = context.publisher.assumeIsolated { $0.publish(bodies: bodies) }
-            var response: [UInt8] = []
-            for (i, outcome) in outcomes.enumerated() {
-                let last = i == outcomes.count - 1
-                let (status, body): (HTTPStatus, [UInt8])
-                switch outcome {
-                case .accepted(let seqs):
-                    var json = "{\"accepted\":\(seqs.count),\"seqs\":["
-                    json += seqs.map(String.init).joined(separator: ",")
-                    json += "]}"
-                    (status, body) = (.accepted, Array(json.utf8))
-                case let .rejected(code, _, message):
-                    let s = HTTPStatus.of(code)
-                    (status, body) = (s, ResponseWriter.errorBody(s, message))
-                }
-                response += ResponseWriter.build(status, body: body, keepAlive: last ? reply.keepAlive : true,
-                                                 headOnly: false, cors: cors[i], date: date)
+            // Single node: answered at once. Cluster: once Redis gave every message its
+            // seq (the completion runs on the Redis loop; building bytes is all it does).
+            context.publisher.assumeIsolated {
+                $0.publish(bodies: bodies) { outcomes in reply.send(publishResponse(outcomes, cors: cors, reply: reply, date: date)) }
             }
-            reply.send(response)
         case let .query(context, query, format, reply):
             let body: [UInt8]
             let contentType: String
@@ -87,5 +73,31 @@ enum EdgeRequests {
                 .ok, contentType: contentType, body: body, headers: [("Cache-Control", "no-store")],
                 keepAlive: reply.keepAlive, headOnly: format.headOnly, cors: format.cors, date: date))
         }
+    }
+
+    private static func publishResponse(_ outcomes: [StreamPublisher.PublishOutcome], cors: [String?], reply: ReplyAddress, date: String) -> [UInt8] {
+        var response: [UInt8] = []
+        for (i, outcome) in outcomes.enumerated() {
+            let last = i == outcomes.count - 1
+            let (status, body): (HTTPStatus, [UInt8])
+            var headers: [(String, String)] = []
+            switch outcome {
+            case .accepted(let seqs):
+                var json = "{\"accepted\":\(seqs.count),\"seqs\":["
+                json += seqs.map(String.init).joined(separator: ",")
+                json += "]}"
+                (status, body) = (.accepted, Array(json.utf8))
+            case let .rejected(code, _, message):
+                let s = HTTPStatus.of(code)
+                (status, body) = (s, ResponseWriter.errorBody(s, message))
+            case let .unavailable(reason, message, retryAfter):
+                headers = [("Retry-After", String(retryAfter))]
+                let json = "{\"status\":503,\"error\":\"Service Unavailable\",\"reason\":\"\(reason)\",\"cluster\":\"down\",\"message\":\(JSONText.quoted(message))}"
+                (status, body) = (.serviceUnavailable, Array(json.utf8))
+            }
+            response += ResponseWriter.build(status, body: body, headers: headers, keepAlive: last ? reply.keepAlive : true,
+                                             headOnly: false, cors: cors[i], date: date)
+        }
+        return response
     }
 }

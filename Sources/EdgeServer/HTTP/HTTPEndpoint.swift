@@ -206,8 +206,16 @@ final class HTTPEndpoint {
         var webSockets = 0
         for worker in worker.context.workers { webSockets += worker.stats.webSocketsOpen.load(ordering: .relaxed) }
         let uptime = Double(worker.clock.monotonic - worker.context.startedAtMonotonic) / 1000
-        let status = worker.shuttingDown ? "draining" : "ok"
-        return Array("{\"status\":\"\(status)\",\"uptime_s\":\(uptime),\"workers\":\(worker.context.workers.count),\"connections\":\(webSockets),\"version\":\"\(TickwireVersion.string)\"}".utf8)
+        var status = worker.shuttingDown ? "draining" : "ok"
+        var cluster = ""
+        if let ingest = worker.context.cluster {
+            // Still 200 while the link is down: the node keeps serving its clients (and
+            // resumes from its own history); only publishing is refused.
+            let up = ingest.linkUp.load(ordering: .relaxed)
+            if !up && status == "ok" { status = "degraded" }
+            cluster = ",\"cluster\":{\"link\":\"\(up ? "up" : "down")\",\"epoch\":\"\(ingest.epoch)\",\"head\":\(ingest.head.load(ordering: .relaxed))}"
+        }
+        return Array("{\"status\":\"\(status)\",\"uptime_s\":\(uptime),\"workers\":\(worker.context.workers.count),\"connections\":\(webSockets),\"version\":\"\(TickwireVersion.string)\"\(cluster)}".utf8)
     }
 
     // MARK: - Ingestion and the edge

@@ -168,6 +168,21 @@ actor MetricsExporter {
         getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
         text.gauge("process_max_fds", "Open file limit.", Double(limit.rlim_cur))
         text.gauge("process_start_time_seconds", "Start time since the epoch.", context.startedAtWallSeconds)
+        if let cluster = context.cluster {
+            text.gauge("tickwire_cluster_link_up", "1 while both Redis links are up and the history is loaded, else 0.",
+                       cluster.linkUp.load(ordering: .relaxed) ? 1 : 0)
+            text.gauge("tickwire_cluster_head_seq", "The last cluster seq this node applied.", Double(cluster.head.load(ordering: .relaxed)))
+            text.counter("tickwire_cluster_gap_fills_total", "Gaps in seq seen on Pub/Sub and filled from the stream.",
+                         cluster.gapFills.load(ordering: .relaxed))
+            text.counter("tickwire_cluster_lost_total", "Messages a gap fill could not read (trimmed from the stream first).",
+                         cluster.lost.load(ordering: .relaxed))
+            text.counter("tickwire_cluster_epoch_changes_total", "Epochs replaced because Redis lost the stream.",
+                         cluster.epochChanges.load(ordering: .relaxed))
+            let calls = cluster.publishCalls.load(ordering: .relaxed)
+            text.counter("tickwire_cluster_publish_calls_total", "Publish script calls acknowledged by Redis (divide the next by it for the mean round trip).", calls)
+            text.counter("tickwire_cluster_publish_round_trip_seconds_total", "Summed send-to-reply time of acknowledged publish script calls.",
+                         Double(cluster.publishRoundTripNanoseconds.load(ordering: .relaxed)) / 1e9)
+        }
     }
 
     private func readFile(_ path: String) -> String? {
