@@ -29,7 +29,7 @@ trap cleanup EXIT
 # ---- Validators -------------------------------------------------------------------------
 
 PY=python3
-packages=(haproxy nginx prometheus openssl systemd)
+packages=(haproxy nginx prometheus openssl systemd redis-server redis-tools)
 if ! python3 -c 'import yaml' >/dev/null 2>&1; then
     # PyYAML from Debian, used through Debian's interpreter.
     packages+=(python3 python3-yaml)
@@ -52,7 +52,7 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >"$TMP/apt.log" 2>&1 \
         || { cat "$TMP/apt.log"; exit 1; }
     if [ -d /run/systemd/system ]; then
-        for unit in nginx haproxy prometheus; do
+        for unit in nginx haproxy prometheus redis-server; do
             case " ${missing[*]} " in *" $unit "*) $SUDO systemctl disable --now "$unit" >/dev/null 2>&1 || true ;; esac
         done
     fi
@@ -314,6 +314,43 @@ def check_haproxy_content():
     stats_ports = re.findall(r"^\s*bind\s+\S*:(\d+)", text, re.M)
     if "8404" not in stats_ports:
         err("no stats listener on its own port (8404)")
+
+def check_haproxy_cluster_content():
+    text = open(os.path.join(DEPLOY, "haproxy/haproxy-cluster.cfg")).read()
+    for pattern, what in [
+        (r"^\s*balance\s+leastconn\b", "balance leastconn"),
+        (r"^\s*timeout\s+tunnel\s+1h\b", "timeout tunnel 1h"),
+        (r"^\s*option\s+httpchk\s+GET\s+/health\b", "option httpchk GET /health"),
+        (r"^\s*http-check\s+expect\s+!\s+string\s+draining\b", "draining nodes taken out"),
+        (r"^\s*option\s+redispatch\b", "option redispatch"),
+    ]:
+        if not re.search(pattern, text, re.M):
+            err(f"missing: {what}")
+    m = re.search(r"^backend\s+tickwire_cluster\b(.*?)(?=^\S)", text, re.M | re.S)
+    servers = re.findall(r"^\s*server\s+\S+\s+(\S+)", m.group(1), re.M) if m else []
+    if len(set(servers)) != 3:
+        err(f"backend tickwire_cluster should list three distinct nodes, found {servers}")
+    for addr in servers:
+        if not re.fullmatch(r"\d+\.\d+\.\d+\.\d+:\d+", addr):
+            err(f"server address {addr!r} is not an IP:port")
+
+def check_redis_content():
+    """The settings whose reasons README and deploy/README state; the live check runs separately."""
+    conf = {}
+    for raw in open(os.path.join(DEPLOY, "redis/redis.conf")):
+        s = raw.strip()
+        if s and not s.startswith("#"):
+            k, _, v = s.partition(" ")
+            conf[k.lower()] = v.strip()
+    want = {"appendonly": "yes", "appendfsync": "everysec", "maxmemory-policy": "noeviction", "protected-mode": "yes"}
+    for k, v in want.items():
+        if conf.get(k) != v:
+            err(f"redis.conf: {k} is {conf.get(k)!r}, expected {v!r}")
+    if not re.fullmatch(r"\d+(mb|gb)", conf.get("maxmemory", ""), re.I):
+        err(f"redis.conf: maxmemory must be a bounded size (got {conf.get('maxmemory')!r})")
+    bind = conf.get("bind", "").split()
+    if "127.0.0.1" not in bind or any(a in ("0.0.0.0", "*", "::", "-::*", "*") for a in bind):
+        err(f"redis.conf: bind must include 127.0.0.1 and no wildcard (got {bind})")
 
 def check_nginx_content():
     text = open(os.path.join(DEPLOY, "nginx/tickwire.conf")).read()
@@ -663,6 +700,7 @@ def check_readme():
 CHECKS = {
     "sysctl": check_sysctl, "unit": check_unit, "env": check_env,
     "haproxy": check_haproxy_content, "nginx": check_nginx_content,
+    "haproxy-cluster": check_haproxy_cluster_content, "redis": check_redis_content,
     "alerts": check_alert_metrics, "grafana": check_grafana,
     "artillery": check_artillery, "dockerfile": check_dockerfile, "readme": check_readme,
 }
@@ -691,6 +729,53 @@ haproxy_check() {
     pycheck haproxy
 }
 run "haproxy.cfg (haproxy -c)" haproxy_check
+
+haproxy_cluster_check() {
+    haproxy -c -f "$DEPLOY/haproxy/haproxy-cluster.cfg" >"$TMP/haproxy-cluster.out" 2>&1 || { cat "$TMP/haproxy-cluster.out"; return 1; }
+    if grep -E '\[(WARNING|ALERT)\]' "$TMP/haproxy-cluster.out"; then return 1; fi
+    pycheck haproxy-cluster
+}
+run "haproxy-cluster.cfg (haproxy -c, three nodes)" haproxy_cluster_check
+
+# ---- Redis ------------------------------------------------------------------------------
+# A real redis-server on the shipped file, with only the port, directory, log and pid moved
+# into $TMP (on a free loopback port): it must start, answer PING, and report every
+# setting the file promises (CONFIG GET), then it is shut down without saving.
+redis_check() {
+    local d=$TMP/redis port pid
+    mkdir -p "$d"
+    port=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    redis-server "$DEPLOY/redis/redis.conf" --port "$port" --dir "$d" --logfile "$d/redis.log" \
+        --pidfile "$d/redis.pid" --daemonize no --supervised no >/dev/null 2>&1 &
+    pid=$!
+    local up=""
+    for _ in $(seq 1 100); do
+        if [ "$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" = "PONG" ]; then up=1; break; fi
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    if [ -z "$up" ]; then
+        echo "redis-server did not answer PING on 127.0.0.1:$port"; cat "$d/redis.log" 2>/dev/null
+        kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; return 1
+    fi
+    local bad=0 key want got
+    for pair in appendonly=yes appendfsync=everysec maxmemory-policy=noeviction protected-mode=yes; do
+        key=${pair%%=*}; want=${pair#*=}
+        got=$(redis-cli -h 127.0.0.1 -p "$port" config get "$key" | sed -n 2p)
+        if [ "$got" != "$want" ]; then echo "CONFIG GET $key: $got, expected $want"; bad=1; fi
+    done
+    got=$(redis-cli -h 127.0.0.1 -p "$port" config get maxmemory | sed -n 2p)
+    if [ -z "$got" ] || [ "$got" -le 0 ]; then echo "CONFIG GET maxmemory: $got, expected a bound"; bad=1; fi
+    got=$(redis-cli -h 127.0.0.1 -p "$port" config get bind | sed -n 2p)
+    case " $got " in *" 127.0.0.1 "*) ;; *) echo "CONFIG GET bind: '$got' lacks 127.0.0.1"; bad=1 ;; esac
+    # The append-only file is really written.
+    redis-cli -h 127.0.0.1 -p "$port" set tickwire:validate 1 >/dev/null
+    ls "$d"/appendonlydir/*.aof >/dev/null 2>&1 || ls "$d"/appendonly.aof >/dev/null 2>&1 || { echo "no append-only file under $d"; bad=1; }
+    redis-cli -h 127.0.0.1 -p "$port" shutdown nosave >/dev/null 2>&1 || true
+    wait "$pid" 2>/dev/null || true
+    [ "$bad" -eq 0 ] && pycheck redis
+}
+run "redis/redis.conf (redis-server on it: PING, CONFIG GET, AOF written)" redis_check
 
 # ---- nginx ------------------------------------------------------------------------------
 # The shipped server block with its certificate paths pointed at a throwaway self-signed

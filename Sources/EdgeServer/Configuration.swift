@@ -132,6 +132,11 @@ public struct ServerConfiguration: Sendable {
     /// How long start-up waits for the cluster's head and history; a node that cannot
     /// load them does not accept clients (its supervisor restarts it).
     public var redisStartupTimeoutMilliseconds = 10_000
+    /// `--leader-lease-ttl`: how long a leader's lease (the simulator's) outlives its last
+    /// renew. A dead leader's work resumes on another node within about this; a leader cut
+    /// off from Redis stops at 80% of it. 5 s rides out a Redis failover or a GC-free
+    /// stall without flapping.
+    public var leaderLeaseTTLMilliseconds = 5000
 
     public var redisLinkSettings: RedisLinkSettings {
         var s = RedisLinkSettings()
@@ -200,6 +205,7 @@ public struct ServerConfiguration: Sendable {
             if !(10...60_000).contains(redisConnectTimeoutMilliseconds) { problems.append("--redis-connect-timeout must be between 10 ms and 60 s") }
             if !(10...60_000).contains(redisCommandTimeoutMilliseconds) { problems.append("--redis-command-timeout must be between 10 ms and 60 s") }
             if !(100...600_000).contains(redisStartupTimeoutMilliseconds) { problems.append("--redis-startup-timeout must be between 0.1 s and 10 min") }
+            if let why = LeaderLease.validate(ttl: Double(leaderLeaseTTLMilliseconds) / 1000) { problems.append("--leader-lease-ttl \(why)") }
         }
         if !(0.1...100_000).contains(simulatorRate) { problems.append("--sim-rate must be between 0.1 and 100000 messages per second") }
         return problems

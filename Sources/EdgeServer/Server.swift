@@ -43,6 +43,11 @@ final class ServerContext: @unchecked Sendable {
     let publisher: StreamPublisher
     /// With `--redis`: the cluster's Redis edge (set in `start`, before any reactor runs).
     var cluster: ClusterIngest?
+    /// With `--redis`: the leader leases this node competes for, by role (`simulator`),
+    /// for `tickwire_cluster_leader{role}`. Set in `start`, before metrics are served.
+    var leases: [(role: String, lease: LeaderLease)] = []
+    /// Leases whose release Redis answered (or that held nothing) after `beginShutdown`.
+    let leasesReleased = Atomic<Int>(0)
 
     /// The scrape-time aggregator of every reactor's counters. Made here, before any
     /// reactor can ask for it (a lazy property would race between reactors).
@@ -174,7 +179,11 @@ public final class Server: @unchecked Sendable {
             sim.account = config.simulatorAccount
             let simulator = MarketSimulator(publisher: context.publisher, config: sim)
             self.simulator = simulator
-            Task(executorPreference: EdgeLoop.edge) { await simulator.start() }
+            if let cluster = context.cluster {
+                startSimulatorUnderLease(simulator, cluster)
+            } else {
+                Task(executorPreference: EdgeLoop.edge) { await simulator.start() }
+            }
         }
         context.logger.info("tickwire listening", metadata: [
             "host": "\(config.host)", "port": "\(port)", "workers": "\(config.workers)",
@@ -211,6 +220,30 @@ public final class Server: @unchecked Sendable {
                                                      "head": "\(ingest.head.load(ordering: .relaxed))"])
     }
 
+    /// In a cluster only the holder of `tickwire:lease:simulator` simulates, so markets
+    /// are not simulated twice; another node takes over within the lease's ttl when the
+    /// leader dies. Start and stop hop to the simulator through one FIFO (`onLoop`), so
+    /// they keep the lease's order.
+    private func startSimulatorUnderLease(_ simulator: MarketSimulator, _ cluster: ClusterIngest) {
+        let logger = context.logger
+        let key = "tickwire:lease:simulator"
+        let lease = LeaderLease(
+            link: cluster.command, key: key, ttl: Double(config.leaderLeaseTTLMilliseconds) / 1000,
+            onAcquired: {
+                logger.notice("cluster: leader lease acquired: this node runs the simulator", metadata: ["key": "\(key)"])
+                EdgeLoop.edge.onLoop { simulator.assumeIsolated { $0.start() } }
+            },
+            onLost: { why in
+                logger.warning("cluster: leader lease lost: simulator stopped", metadata: ["key": "\(key)", "reason": "\(why)"])
+                EdgeLoop.edge.onLoop { simulator.assumeIsolated { $0.stop() } }
+            })
+        context.leases.append(("simulator", lease))
+        logger.info("cluster: competing for the simulator's leader lease", metadata: [
+            "key": "\(key)", "node": "\(lease.nodeID)", "ttl": "\(lease.ttl)",
+        ])
+        lease.start()
+    }
+
     /// Reads the certificate and key files again (SIGHUP) and gives every reactor the new
     /// context for its next handshakes; open connections are untouched. With bad files
     /// the old credentials stay in use and the error says why.
@@ -232,12 +265,18 @@ public final class Server: @unchecked Sendable {
 
     /// Starts the graceful shutdown: reactors stop accepting and send Close 1001.
     public func beginShutdown() {
-        if let simulator { Task(executorPreference: EdgeLoop.edge) { await simulator.stop() } }
+        if context.leases.isEmpty, let simulator { Task(executorPreference: EdgeLoop.edge) { await simulator.stop() } }
+        // A held lease stops its work (onLost) and is deleted in Redis, so another node
+        // takes over at its next try rather than after the ttl.
+        let context = self.context
+        for (_, lease) in context.leases { lease.stop { context.leasesReleased.add(1, ordering: .relaxed) } }
         for worker in context.workers { worker.post(.shutdown) }
     }
 
-    /// True once every reactor has finished.
-    public var isStopped: Bool { finished.load(ordering: .acquiring) == threads.count }
+    /// True once every reactor has finished and every lease was given back.
+    public var isStopped: Bool {
+        finished.load(ordering: .acquiring) == threads.count && context.leasesReleased.load(ordering: .relaxed) >= context.leases.count
+    }
 
     /// Shuts down gracefully and waits at most the shutdown grace (plus a little for the
     /// last sockets); returns whether every reactor finished in time.

@@ -1,3 +1,4 @@
+import CLibEV
 import Cluster
 import Reactor
 import Synchronization
@@ -39,10 +40,34 @@ public final class ClusterIngest: @unchecked Sendable {
     /// Messages a gap fill could not find (trimmed from the stream meanwhile).
     public let lost = Atomic<UInt64>(0)
     public let epochChanges = Atomic<UInt64>(0)
-    /// Publish script calls acknowledged, and their summed round trip (ns): a summary
-    /// for `tickwire_cluster_publish_round_trip_seconds`.
+    /// Publish script calls acknowledged, and their summed round trip (ns), with a
+    /// histogram over `publishRoundTripBounds` (written on the Redis loop only).
     public let publishCalls = Atomic<UInt64>(0)
     public let publishRoundTripNanoseconds = Atomic<UInt64>(0)
+    /// Upper bounds (ns): a loopback round trip is ~0.1 ms, a batch of 256 ~1 ms; past
+    /// 100 ms Redis is in trouble, and the command timeout ends the rest.
+    public static let publishRoundTripBounds: [UInt64] = [
+        50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000, 25_000_000, 100_000_000, 1_000_000_000,
+    ]
+    /// Per bucket (the last: above every bound), not cumulative.
+    public let publishRoundTripBuckets: InlineArray<12, Atomic<UInt64>> = InlineArray { _ in Atomic<UInt64>(0) }
+    /// Publish groups (one per request body) refused with 503: never sent (link down),
+    /// and sent without a reply (outcome unknown).
+    public let refusedLinkDown = Atomic<UInt64>(0)
+    public let refusedUnknown = Atomic<UInt64>(0)
+    /// Entries in the Redis stream (XLEN), sampled every `sampleInterval`, not per message.
+    public let streamLength = Atomic<Int64>(-1)
+    /// Link changes (up or down, either link) since start, and each link's state.
+    public let linkChanges = Atomic<UInt64>(0)
+    public let commandLinkUp = Atomic<Bool>(false)
+    public let pubsubLinkUp = Atomic<Bool>(false)
+    /// Seconds between samples of the stream (XLEN, and the head: the epoch check that
+    /// notices a Redis that lost the stream while nothing is published, and a tail lost
+    /// from Pub/Sub with nothing newer behind it). One script call per node per second.
+    public static let sampleInterval = 1.0
+    private let sampleTimer = UnsafeMutablePointer<ev_timer>.allocate(capacity: 1)
+    /// The head read by the previous sample.
+    private var headAtLastSample: UInt64 = 0
     private let epochCell = Mutex<String>("")
     public var epoch: String { epochCell.withLock { $0 } }
 
@@ -80,9 +105,18 @@ public final class ClusterIngest: @unchecked Sendable {
         }
         let calls = UncheckedCounters(self)
         stream.onPublishAcknowledged = { ns, _ in
-            calls.ingest.publishCalls.add(1, ordering: .relaxed)
-            calls.ingest.publishRoundTripNanoseconds.add(ns, ordering: .relaxed)
+            let me = calls.ingest
+            me.publishCalls.add(1, ordering: .relaxed)
+            me.publishRoundTripNanoseconds.add(ns, ordering: .relaxed)
+            var i = 0
+            while i < Self.publishRoundTripBounds.count && ns > Self.publishRoundTripBounds[i] { i += 1 }
+            me.publishRoundTripBuckets[i].add(1, ordering: .relaxed)
         }
+        tw_ev_timer_init(sampleTimer, { _, w, _ in
+            Unmanaged<ClusterIngest>.fromOpaque(w!.pointee.data).takeUnretainedValue().sample()
+        }, Self.sampleInterval, Self.sampleInterval)
+        // Unretained: an ingest lives as long as the process (its links keep running).
+        sampleTimer.pointee.data = Unmanaged.passUnretained(self).toOpaque()
     }
 
     /// Any thread: connects; `loaded` runs (on the edge loop) once the head and the last
@@ -96,12 +130,21 @@ public final class ClusterIngest: @unchecked Sendable {
             me.subscriber.onStateChange = { state in me.linkChanged("pubsub", state) }
             me.command.start()
             me.subscriber.start()
+            ev_timer_start(EdgeLoop.redis.rawLoop, me.sampleTimer)
         }
     }
 
     /// Any thread: publishes a group of payloads (consecutive seqs in order per thread).
     public func publish(_ payloads: [[UInt8]], then: @escaping @Sendable (ClusterPublishResult) -> Void) {
-        let group = PublishGroup(count: payloads.count, then: then)
+        let counters = UncheckedCounters(self)
+        let group = PublishGroup(count: payloads.count) { result in
+            switch result {
+            case .accepted: break
+            case .linkDown: counters.ingest.refusedLinkDown.add(1, ordering: .relaxed)
+            case .unknown: counters.ingest.refusedUnknown.add(1, ordering: .relaxed)
+            }
+            then(result)
+        }
         for (i, p) in payloads.enumerated() {
             publisher.publish(p) { result in group.settle(i, result) }
         }
@@ -110,6 +153,9 @@ public final class ClusterIngest: @unchecked Sendable {
     // MARK: - Loop thread
 
     private func linkChanged(_ name: String, _ state: RedisLink.State) {
+        linkChanges.add(1, ordering: .relaxed)
+        commandLinkUp.store(command.isUp, ordering: .relaxed)
+        pubsubLinkUp.store(subscriber.link.isUp, ordering: .relaxed)
         switch state {
         case .up: log(false, "cluster link \(name) up: \(command.endpoint)")
         case .down(let why): log(true, "cluster link \(name) down: \(why)")
@@ -121,6 +167,28 @@ public final class ClusterIngest: @unchecked Sendable {
         }
         updateLinkState()
         if !loaded, command.isUp { load() } else { catchUp() }
+    }
+
+    /// Every `sampleInterval`: the stream's length for metrics, and the head, to catch an
+    /// epoch Redis replaced (FLUSHALL, a restart without persistence) while nothing is
+    /// published, and a tail Pub/Sub lost with nothing published after it.
+    private func sample() {
+        guard loaded, command.isUp else { return }
+        command.send(RedisCommand("XLEN", stream.keys.stream)) { [self] result in
+            if case .success(let reply) = result, let n = reply.int { streamLength.store(n, ordering: .relaxed) }
+        }
+        stream.head { [self] result in
+            guard case .success(let head) = result, !catchingUp else { return }
+            // What Redis had a whole sample ago and this node still lacks: Pub/Sub lost it
+            // (a message merely in flight would have arrived by now).
+            let stuck = head.epoch == currentEpoch && headAtLastSample > applied
+            headAtLastSample = head.epoch == currentEpoch ? head.seq : 0
+            if head.epoch != currentEpoch || stuck {
+                if stuck { gapFills.add(1, ordering: .relaxed) }
+                needsCatchUp = true
+                catchUp()
+            }
+        }
     }
 
     private func updateLinkState() {

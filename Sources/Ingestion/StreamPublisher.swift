@@ -276,6 +276,9 @@ public actor StreamPublisher {
             snapshot = SnapshotState()
             seq = 0
             onEpochChange?(newEpoch)
+            // Ordered with the frames: each reactor resets its history exactly between
+            // the old epoch's last frame and the new one's first.
+            sink.beginEpoch(newEpoch)
         }
         guard !entries.isEmpty else { return }
         var frames: [BroadcastFrame] = []

@@ -153,6 +153,9 @@ struct Tickwire: ParsableCommand {
     @Option(help: "How long start-up waits for the cluster's head and history before giving up.")
     var redisStartupTimeout = DurationArgument(milliseconds: 10_000)
 
+    @Option(help: "With --redis: how long a leader lease (the simulator runs on one node, its holder) outlives its last renew; renewed every third of it. A dead leader is replaced within about this.")
+    var leaderLeaseTtl = DurationArgument(milliseconds: 5000)
+
     @Option(help: "Lowest log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -239,6 +242,7 @@ struct Tickwire: ParsableCommand {
         config.redisConnectTimeoutMilliseconds = redisConnectTimeout.milliseconds
         config.redisCommandTimeoutMilliseconds = redisCommandTimeout.milliseconds
         config.redisStartupTimeoutMilliseconds = redisStartupTimeout.milliseconds
+        config.leaderLeaseTTLMilliseconds = leaderLeaseTtl.milliseconds
         return config
     }
 
@@ -394,6 +398,7 @@ func argumentsWithEnvironment() -> [String] {
         "jwt-audience", "jwt-leeway", "token-refresh-lead", "max-connections-per-ip", "max-new-connections-per-ip",
         "max-connections-per-account", "max-messages-per-second", "max-symbols", "compression", "compression-min-size",
         "redis", "redis-password-file", "redis-connect-timeout", "redis-command-timeout", "redis-startup-timeout",
+        "leader-lease-ttl",
     ]
     let flags = ["echo", "pin-workers"]
     func variable(_ option: String) -> String? {

@@ -32,6 +32,23 @@ import TradingStream
         #expect(log.entry(1).pointee.seq == 9)
     }
 
+    @Test func aNewEpochHidesTheOldHistoryFromResumesButKeepsItForSenders() {
+        let log = BroadcastLog(initialCapacity: 4)
+        for seq in 1...5 { append(log, seq: UInt64(seq)) }
+        log.beginEpoch()
+        #expect(log.headSeq == 0 && log.epochCount == 0 && log.count == 5)
+        for seq in 1...3 { append(log, seq: UInt64(seq)) }
+        #expect(log.headSeq == 3 && log.epochCount == 3 && log.count == 8)
+        // Seqs restart: the search looks only at this epoch (the old 1...5 would match first).
+        #expect(log.firstIndex(afterSeq: 0) == 5)
+        #expect(log.firstIndex(afterSeq: 2) == 7)
+        #expect(log.firstIndex(afterSeq: 3) == 8)
+        // The old entries stay until trimmed (closing subscribers may still be sending them).
+        #expect(log.entry(0).pointee.seq == 1 && log.start == 0)
+        log.trim(below: 6)
+        #expect(log.epochCount == 2 && log.firstIndex(afterSeq: 0) == 6)
+    }
+
     @Test func bytesFromIsTheSumOfTheRest() {
         let log = BroadcastLog(initialCapacity: 4)
         let sizes = [10, 200, 1, 126, 70_000]   // 2-, 4- and 10-byte frame headers

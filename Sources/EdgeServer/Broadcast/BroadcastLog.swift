@@ -34,8 +34,11 @@ final class BroadcastLog {
     private(set) var start: UInt64 = 0
     /// One past the newest index.
     private(set) var end: UInt64 = 0
-    /// Seq of the newest frame this reactor has received (0: none yet).
+    /// Seq of the newest frame this reactor has received in this epoch (0: none yet).
     private(set) var headSeq: UInt64 = 0
+    /// First index of the current epoch: entries before it (kept while closing subscribers
+    /// still send them) are another epoch's history, which no resume may name.
+    private(set) var epochStart: UInt64 = 0
     private var totalBytes: UInt64 = 0
 
     init(initialCapacity: Int = 4096) {
@@ -51,6 +54,14 @@ final class BroadcastLog {
     }
 
     var count: Int { Int(end - start) }
+    /// Entries of the current epoch: the history resumes are served from.
+    var epochCount: Int { Int(end - max(start, epochStart)) }
+
+    /// From the next append on, a new epoch: seqs start again.
+    func beginEpoch() {
+        epochStart = end
+        headSeq = 0
+    }
 
     @inline(__always)
     func entry(_ index: UInt64) -> UnsafeMutablePointer<LogEntry> {
@@ -90,9 +101,10 @@ final class BroadcastLog {
         }
     }
 
-    /// The first index whose seq is greater than `seq` (binary search: seqs increase).
+    /// The first index of this epoch whose seq is greater than `seq` (binary search: seqs
+    /// increase within an epoch).
     func firstIndex(afterSeq seq: UInt64) -> UInt64 {
-        var lo = start
+        var lo = max(start, epochStart)
         var hi = end
         while lo < hi {
             let mid = lo + (hi - lo) / 2

@@ -2,6 +2,7 @@ import AccessToken
 import Logging
 import Reactor
 import TradingStream
+import WireProtocol
 
 /// The broadcast path on a reactor (FR-WEBSOCKET-005, ARCHITECTURE.md "Per-core broadcast
 /// queue"): frames arrive through the per-core queue (`inbox`), are appended to the
@@ -34,6 +35,12 @@ final class BroadcastPath {
     private var keysScratch: [UInt64] = []
     /// First log index drained in this pass (latency is measured after the flush).
     private var passFirstFrame: UInt64?
+    /// The epoch of this reactor's history (PROTOCOL.md "Resume"): what `Connected` names
+    /// and resumes must match. Changes only at an epoch marker in the queue, so it always
+    /// describes the log.
+    private(set) var epoch: String
+    /// Epoch changes this reactor applied (metrics, tests).
+    private(set) var epochResets = 0
 
     init(worker: Worker, log: BroadcastLog, output: OutputFlusher) {
         self.worker = worker
@@ -42,21 +49,56 @@ final class BroadcastPath {
         table = worker.table
         stats = worker.stats
         config = worker.config
+        epoch = worker.context.epoch
     }
 
     // MARK: - Arrival
 
     /// Moves frames from the per-core queue into the log and activates their subscribers.
     func drain() {
-        let first = log.end
+        var first = log.end
         var n = 0
         while n < Self.maxDrainPerPass, let frame = inbox.pop() {
-            log.append(frame)
             n += 1
+            if frame.takeUnretainedValue().seq == 0 {
+                // An epoch marker: what came before it goes out in the old epoch first.
+                if log.end > first { received(from: first) }
+                beginEpoch(frame)
+                first = log.end
+                continue
+            }
+            log.append(frame)
         }
-        if n == 0 { return }
         if n == Self.maxDrainPerPass { worker.wake() }
-        received(from: first)
+        if log.end > first { received(from: first) }
+    }
+
+    /// The cluster's Redis lost the stream and a new epoch began (`BroadcastQueues.beginEpoch`).
+    /// The history so far belongs to the old epoch: resumes no longer see it. Subscribers
+    /// are closed with 1012 after what they were already owed: their clients drop any seq
+    /// at or below the last they applied in "the same" epoch, so a new epoch must reach
+    /// them as a new connection (`Connected` names it; their resume gets `recovered: false`
+    /// and they reload `/api/snapshot`).
+    private func beginEpoch(_ marker: Unmanaged<BroadcastFrame>) {
+        let newEpoch = String(decoding: marker.takeUnretainedValue().json, as: UTF8.self)
+        marker.release()
+        guard newEpoch != epoch else { return }
+        let old = epoch
+        epoch = newEpoch
+        epochResets += 1
+        log.beginEpoch()
+        var closed = 0
+        for slot in 0..<table.highWater {
+            let c = table.pointer(slot)
+            guard c.pointee.isLive, c.pointee.endpoint == .stream, c.pointee.lifecycle.acceptsOutgoingFrames else { continue }
+            worker.lifecycle.close(c, .other(.serviceRestart), reason: "the stream's epoch changed; reconnect")
+            closed += 1
+        }
+        // A node joining the cluster adopts its epoch before it has any history: no news.
+        let level: Logger.Level = log.end == 0 && closed == 0 ? .debug : .warning
+        worker.logger.log(level: level, "stream epoch changed: history reset, subscribers closed with 1012", metadata: [
+            "old_epoch": "\(old)", "epoch": "\(newEpoch)", "closed": "\(closed)",
+        ])
     }
 
     /// Frames [first, log.end) are new: every subscriber that may want one is activated.

@@ -27,6 +27,19 @@ final class BroadcastQueues: BroadcastSink, @unchecked Sendable {
         }
     }
 
+    /// A new epoch: a marker frame (seq 0, which no message has; the epoch as its bytes) goes through each reactor's queue, so the reactor resets its history at
+    /// exactly this point of the stream; the command mailbox could not keep that order.
+    func beginEpoch(_ epoch: String) {
+        headSeq.store(0, ordering: .releasing)
+        let marker = Array(epoch.utf8).withUnsafeBytes {
+            BroadcastFrame(json: $0, seq: 0, channel: Channel.allCases[0], symbolHash: 0, conflationKey: 0, acceptedAt: 0)
+        }
+        for inbox in inboxes {
+            inbox.queue.push(Unmanaged.passRetained(marker))
+            inbox.wake()
+        }
+    }
+
     /// Frames queued but not yet taken by their reactors (metrics; approximate).
     var pendingCount: Int { inboxes.reduce(0) { $0 + $1.queue.approximateCount } }
 }

@@ -178,10 +178,30 @@ actor MetricsExporter {
                          cluster.lost.load(ordering: .relaxed))
             text.counter("tickwire_cluster_epoch_changes_total", "Epochs replaced because Redis lost the stream.",
                          cluster.epochChanges.load(ordering: .relaxed))
-            let calls = cluster.publishCalls.load(ordering: .relaxed)
-            text.counter("tickwire_cluster_publish_calls_total", "Publish script calls acknowledged by Redis (divide the next by it for the mean round trip).", calls)
-            text.counter("tickwire_cluster_publish_round_trip_seconds_total", "Summed send-to-reply time of acknowledged publish script calls.",
-                         Double(cluster.publishRoundTripNanoseconds.load(ordering: .relaxed)) / 1e9)
+            var rttCounts: [UInt64] = []
+            for i in 0...ClusterIngest.publishRoundTripBounds.count { rttCounts.append(cluster.publishRoundTripBuckets[i].load(ordering: .relaxed)) }
+            text.histogram("tickwire_cluster_publish_round_trip_seconds",
+                           "Send-to-reply time of acknowledged publish script calls to Redis (one call carries a batch of messages).",
+                           bounds: ClusterIngest.publishRoundTripBounds.map { Double($0) / 1e9 }, counts: rttCounts,
+                           sum: Double(cluster.publishRoundTripNanoseconds.load(ordering: .relaxed)) / 1e9,
+                           count: cluster.publishCalls.load(ordering: .relaxed))
+            text.labeled("tickwire_cluster_publish_refused_total", "counter",
+                         "Publish requests answered 503 because Redis could not take them: cluster_down (never sent), cluster_unknown (sent, no reply).",
+                         [("reason=\"cluster_down\"", Double(cluster.refusedLinkDown.load(ordering: .relaxed))),
+                          ("reason=\"cluster_unknown\"", Double(cluster.refusedUnknown.load(ordering: .relaxed)))])
+            text.labeled("tickwire_cluster_redis_link_up", "gauge", "1 while this Redis link is up, by link (command: scripts; pubsub: the feed).",
+                         [("link=\"command\"", cluster.commandLinkUp.load(ordering: .relaxed) ? 1 : 0),
+                          ("link=\"pubsub\"", cluster.pubsubLinkUp.load(ordering: .relaxed) ? 1 : 0)])
+            text.counter("tickwire_cluster_link_changes_total", "Redis link state changes (up or down, either link); each is logged.",
+                         cluster.linkChanges.load(ordering: .relaxed))
+            let length = cluster.streamLength.load(ordering: .relaxed)
+            if length >= 0 {
+                text.gauge("tickwire_cluster_stream_length", "Entries in the cluster's Redis stream (XLEN, sampled every second).", Double(length))
+            }
+            text.labeled("tickwire_cluster_leader", "gauge", "1 while this node holds the role's leader lease in Redis, by role.",
+                         context.leases.map { ("role=\"\($0.role)\"", $0.lease.isLeader ? 1 : 0) }, emptyLabel: "role=\"none\"")
+            text.labeled("tickwire_cluster_leader_acquired_total", "counter", "Times this node acquired the role's leader lease, by role.",
+                         context.leases.map { ("role=\"\($0.role)\"", Double($0.lease.acquisitions)) }, emptyLabel: "role=\"none\"")
         }
     }
 

@@ -70,7 +70,7 @@ final class StreamEndpoint {
         }
         let stamp = c.pointee.controlSeq
         var data = EnvelopeWriter(capacity: 160)
-        data.appendRaw("{\"epoch\":\"\(context.epoch)\",\"seq\":\(log.headSeq),\"heartbeat_interval_ms\":\(config.pingIntervalMilliseconds),\"server\":\"tickwire/\(TickwireVersion.string)\"")
+        data.appendRaw("{\"epoch\":\"\(path.epoch)\",\"seq\":\(log.headSeq),\"heartbeat_interval_ms\":\(config.pingIntervalMilliseconds),\"server\":\"tickwire/\(TickwireVersion.string)\"")
         if let grant {
             data.appendRaw(",\"accounts\":[")
             for (i, a) in grant.accounts.enumerated() {
@@ -415,7 +415,7 @@ final class StreamEndpoint {
     func resume(_ c: UnsafeMutablePointer<Connection>, epoch: String, since: UInt64) -> (recovered: Bool, replayed: Int) {
         stats.resumes.bump()
         let head = log.headSeq
-        guard epoch == context.epoch else { return (false, 0) }
+        guard epoch == path.epoch else { return (false, 0) }
         // A resume point this epoch never issued (a `since` beyond its head) cannot be
         // honoured: claiming it would silently skip everything up to that seq.
         if since > context.queues.headSeq.load(ordering: .acquiring) { return (false, 0) }
@@ -426,7 +426,7 @@ final class StreamEndpoint {
             stats.resumesRecovered.bump()
             return (true, 0)
         }
-        let window = UInt64(min(log.count, config.historySize))
+        let window = UInt64(min(log.epochCount, config.historySize))
         guard window > 0 else { return (false, 0) }
         let oldest = log.entry(log.end - window).pointee.seq
         guard since + 1 >= oldest else { return (false, 0) }
@@ -528,7 +528,7 @@ final class StreamEndpoint {
         }
         w.appendRaw("]")
         if let resumed {
-            w.appendRaw(",\"recovered\":\(resumed.recovered),\"replayed\":\(resumed.replayed),\"epoch\":\"\(context.epoch)\",\"head\":\(log.headSeq)")
+            w.appendRaw(",\"recovered\":\(resumed.recovered),\"replayed\":\(resumed.replayed),\"epoch\":\"\(path.epoch)\",\"head\":\(log.headSeq)")
         }
         w.appendRaw("}")
         sendMessage(c, type: "SubscriptionConfirmed", data: w.bytes, message: nil, seq: seq)
