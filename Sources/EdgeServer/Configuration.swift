@@ -98,6 +98,9 @@ public struct ServerConfiguration: Sendable {
     public var compression = true
     /// Messages shorter than this go uncompressed: deflate's framing eats the gain on tiny ones.
     public var compressionMinBytes = 128
+    /// zlib's level (1 fastest ... 9 smallest). A broadcast is compressed once for all its
+    /// subscribers, so the default (6) costs little there; replies and echo pay it per message.
+    public var compressionLevel = 6
 
     // The trading stream.
     /// Broadcast messages kept for resume: the spec's broadcast capacity (1000). At the
@@ -200,6 +203,7 @@ public struct ServerConfiguration: Sendable {
             problems.append("--allowed-origin takes origins like https://app.example.com (scheme and host, no path); got '\(bad)'")
         }
         if !(0...(1 << 30)).contains(compressionMinBytes) { problems.append("--compression-min-size must be between 0 and 1GiB") }
+        if !(1...9).contains(compressionLevel) { problems.append("--compression-level must be between 1 (fastest) and 9 (smallest)") }
         if !(1000...maxTimeout).contains(tokenRefreshLeadMilliseconds) { problems.append("--token-refresh-lead must be between 1 s and 24 days") }
         if redis != nil {
             if !(10...60_000).contains(redisConnectTimeoutMilliseconds) { problems.append("--redis-connect-timeout must be between 10 ms and 60 s") }

@@ -138,6 +138,9 @@ struct Tickwire: ParsableCommand {
     @Option(help: "Messages smaller than this are sent uncompressed.")
     var compressionMinSize = ByteSizeArgument(bytes: 128)
 
+    @Option(help: "zlib compression level, 1 (fastest) to 9 (smallest).")
+    var compressionLevel = 6
+
     @Option(help: "Join a cluster through this Redis: redis://[[user]:password@]HOST[:PORT][/DB]. seq, epoch and history then live in Redis. Without it the node stands alone.")
     var redis: String?
 
@@ -196,6 +199,7 @@ struct Tickwire: ParsableCommand {
         config.allowedOrigins = allowedOrigin
         config.compression = compression != "off"
         config.compressionMinBytes = compressionMinSize.bytes
+        config.compressionLevel = compressionLevel
         config.maxConnectionsPerAddress = maxConnectionsPerIp
         config.maxNewConnectionsPerAddressPerSecond = maxNewConnectionsPerIp
         config.maxConnectionsPerAccount = maxConnectionsPerAccount
@@ -396,7 +400,7 @@ func argumentsWithEnvironment() -> [String] {
         "log-level", "log-format", "history", "max-backlog", "publish-token", "symbols", "sim-rate", "sim-seed", "send-buffer",
         "tls-cert", "tls-key", "auth", "jwt-secret-file", "jwt-public-key-file", "jwks-file", "jwt-issuer",
         "jwt-audience", "jwt-leeway", "token-refresh-lead", "max-connections-per-ip", "max-new-connections-per-ip",
-        "max-connections-per-account", "max-messages-per-second", "max-symbols", "compression", "compression-min-size",
+        "max-connections-per-account", "max-messages-per-second", "max-symbols", "compression", "compression-min-size", "compression-level",
         "redis", "redis-password-file", "redis-connect-timeout", "redis-command-timeout", "redis-startup-timeout",
         "leader-lease-ttl",
     ]

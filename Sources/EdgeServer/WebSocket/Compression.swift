@@ -27,7 +27,7 @@ final class Compression {
 
     private func deflater(window: UInt8) -> MessageDeflater {
         if let d = deflaters[Int(window)] { return d }
-        let d = MessageDeflater(windowBits: max(Int(window), 9), runLengthOnly: window < 9)
+        let d = MessageDeflater(windowBits: max(Int(window), 9), runLengthOnly: window < 9, level: Int32(config.compressionLevel))
         deflaters[Int(window)] = d
         return d
     }
