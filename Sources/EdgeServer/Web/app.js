@@ -7,7 +7,17 @@ const KNOWN_SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT"];
 const SPARK_POINTS = 90;
 const BANNER_MS = 6000;
 const TOAST_MS = 8000;
-const MAX_BANNERS = 3;
+const SIGNAL_TOAST_MS = 10000; // longer than a trade banner: it is there to be clicked
+const MAX_BANNERS = 3; // per kind (trade banners, signal toasts), so trades never push a signal out
+// What the tiles and the chart can draw: the server conflates prices and candles to this many
+// updates per second per symbol (PROTOCOL.md `max_frequency`); trades, positions and signals
+// are never throttled.
+const DRAW_FREQUENCY = 10;
+// The trade cue: a short sine blip, higher for a buy than for a sell.
+const CUE_HZ = { BUY: 880, SELL: 660 };
+const CUE_SECONDS = 0.14;
+const CUE_GAIN = 0.08;
+const CUE_MIN_GAP_MS = 120; // a replayed burst of trades sounds as one cue, not a buzz
 
 // A server with --auth takes a JWT: the page is opened as /?token=<JWT> (by the app that
 // signs traders in). The token is kept in memory only and taken out of the address bar, so
@@ -19,8 +29,14 @@ if (pageToken) {
   const rest = pageParams.toString();
   history.replaceState(null, "", location.pathname + (rest ? "?" + rest : "") + location.hash);
 }
-const client = new TickwireClient({ getToken: pageToken ? () => pageToken : null });
+// Not connected by the constructor: the subscription below must be set before the first
+// socket's URL is built, or the first connection would run at the full rate.
+const client = new TickwireClient({ getToken: pageToken ? () => pageToken : null, autoConnect: false });
 window.tickwire = client; // for tests and the console
+// A client without the option ignores the third argument: the dashboard then gets the full
+// rate and still works.
+client.subscribe(null, null, { maxFrequency: DRAW_FREQUENCY });
+client.connect();
 
 const $ = (sel, root = document) => root.querySelector(sel);
 
@@ -372,26 +388,46 @@ function bar(fraction) {
   return el("span", { class: "bar" }, fill);
 }
 
+const MISSING = "not given";
+const given = (v) => v !== null && v !== undefined && v !== "";
+
+/** "RSI", "MACD", "Bollinger": a strategy name as a trader reads it. */
+function strategyLabel(name) {
+  return /^(rsi|macd|ema|sma|atr|adx|obv|vwap)$/i.test(name) ? name.toUpperCase() : name.charAt(0).toUpperCase() + name.slice(1);
+}
+function scoreRows(scores) {
+  return Object.entries(scores && typeof scores === "object" ? scores : {}).map(([name, v]) => el("div", { class: "score", "data-strategy": name },
+    el("span", { class: "k", text: strategyLabel(name) }),
+    bar(v),
+    el("span", { class: "v", text: typeof v === "number" ? v.toFixed(2) : String(v) })));
+}
+const signalDirection = (g) => (given(g.signal) ? String(g.signal).toUpperCase() : null);
+const confidencePct = (g) => (typeof g.confidence === "number" && isFinite(g.confidence) ? `${Math.round(g.confidence * 100)}%` : null);
+
+let listedSignals = [];
 function renderSignals(s) {
-  const items = s.aiSignals.map((g) => {
-    const scores = Object.entries(g.strategy_scores || {}).map(([name, v]) => el("div", { class: "score" },
-      el("span", { text: name.toUpperCase() }),
-      bar(v),
-      el("span", { class: "v", text: typeof v === "number" ? v.toFixed(2) : String(v) })));
-    const pct = Math.round((g.confidence || 0) * 100);
-    return el("li", { class: "signal", "data-seq": g.seq ?? "", "data-signal": g.signal },
+  listedSignals = s.aiSignals;
+  const items = s.aiSignals.map((g, i) => {
+    const pct = confidencePct(g);
+    return el("li", { class: "signal", "data-index": i, "data-seq": g.seq ?? "", "data-signal": g.signal, title: "Show details" },
       el("div", { class: "row" },
-        el("span", { class: "sym", text: g.symbol }),
-        el("span", { class: "badge", "data-signal": g.signal, text: String(g.signal).toUpperCase() }),
-        el("span", { class: "conf", title: "confidence" }, bar(g.confidence), `${pct}%`)),
-      el("div", { class: "meta", text: `${g.model_type} · ${g.timeframe} · ${fmtAgo(g.timestamp)}` }),
+        el("span", { class: "sym", text: g.symbol ?? MISSING }),
+        el("span", { class: "badge", "data-signal": g.signal, text: signalDirection(g) ?? "–" }),
+        el("span", { class: "conf", title: "confidence" }, bar(g.confidence), pct ?? "–")),
+      el("div", { class: "meta", text: [g.model_type, g.timeframe].map((v) => (given(v) ? v : "–")).concat(fmtAgo(g.timestamp)).filter(Boolean).join(" · ") }),
       el("p", { class: "reason", text: g.reasoning || "" }),
-      el("div", { class: "scores" }, ...scores));
+      el("div", { class: "scores" }, ...scoreRows(g.strategy_scores)));
   });
   $("#signals").replaceChildren(...items);
   $("#signals-count").textContent = items.length ? String(items.length) : "";
   $('[data-empty-for="signals"]').hidden = items.length > 0;
 }
+
+$("#signals").addEventListener("click", (ev) => {
+  const li = ev.target.closest("li.signal");
+  const g = li && listedSignals[Number(li.dataset.index)];
+  if (g) openSignalDetails(g);
+});
 
 // --- bot status --------------------------------------------------------------------------------
 
@@ -425,12 +461,127 @@ function dismiss(node) {
   setTimeout(() => node.remove(), 300);
 }
 
-function banner(text, cls) {
+/** Shows `node` on top of the notification stack, keeping at most MAX_BANNERS of its kind;
+ *  it leaves after `ms`, but not while the pointer rests on it. */
+function pushNotification(node, kind, ms) {
   const box = $("#notifications");
-  const node = el("div", { class: `banner ${cls}`, text });
+  node.dataset.kind = kind;
   box.prepend(node);
-  while (box.children.length > MAX_BANNERS) box.lastElementChild.remove();
-  setTimeout(() => dismiss(node), BANNER_MS);
+  const same = box.querySelectorAll(`:scope > [data-kind="${kind}"]:not(.leaving)`);
+  for (let i = MAX_BANNERS; i < same.length; i++) same[i].remove();
+  let timer = setTimeout(() => dismiss(node), ms);
+  node.addEventListener("mouseenter", () => clearTimeout(timer));
+  node.addEventListener("mouseleave", () => { clearTimeout(timer); timer = setTimeout(() => dismiss(node), ms); });
+}
+
+function banner(text, cls) {
+  pushNotification(el("div", { class: `banner ${cls}`, text }), "trade", BANNER_MS);
+}
+
+// --- alert settings: notifications on/off, trade sound on/off (remembered) -------------------
+
+function loadSetting(key, fallback) {
+  try {
+    const v = localStorage.getItem(key);
+    return v === "on" ? true : v === "off" ? false : fallback;
+  } catch { return fallback; }
+}
+function saveSetting(key, on) {
+  try { localStorage.setItem(key, on ? "on" : "off"); } catch { /* storage unavailable: not remembered */ }
+}
+
+const settings = {
+  notifications: loadSetting("tickwire.notifications", true),
+  sound: loadSetting("tickwire.sound", false), // off by default (UC-WEBSOCKET-002: "if enabled")
+};
+
+/** State for tests and the console: what the page decided, counted where it happened. */
+const dashboard = {
+  /** Trade cues whose oscillator was started. */
+  soundsPlayed: 0,
+  /** Trade cues not started because the browser has not let the page play audio yet. */
+  soundsBlocked: 0,
+  /** Trade cues folded into the one just started (less than CUE_MIN_GAP_MS after it). */
+  soundsMerged: 0,
+  /** Milliseconds since the last cue started: a trade after CUE_MIN_GAP_MS gets a cue of its own. */
+  get soundQuietMs() { return performance.now() - lastCueAt; },
+  get notifications() { return settings.notifications; },
+  get sound() { return settings.sound; },
+  get audioState() { return audio ? audio.state : "none"; },
+};
+window.tickwireDashboard = dashboard;
+
+function renderToggles() {
+  const set = (btn, on, disabled = false) => {
+    btn.setAttribute("aria-pressed", String(on));
+    btn.disabled = disabled;
+    btn.querySelector(".state").textContent = on ? "on" : "off";
+  };
+  set($("#notify-toggle"), settings.notifications);
+  // Notifications off silences the sound too; its own setting is kept for when they come back.
+  set($("#sound-toggle"), settings.sound, !settings.notifications);
+}
+
+$("#notify-toggle").addEventListener("click", () => {
+  settings.notifications = !settings.notifications;
+  saveSetting("tickwire.notifications", settings.notifications);
+  if (!settings.notifications) $("#notifications").querySelectorAll(".banner").forEach(dismiss);
+  else if (settings.sound) unlockAudio();
+  renderToggles();
+});
+$("#sound-toggle").addEventListener("click", () => {
+  settings.sound = !settings.sound;
+  saveSetting("tickwire.sound", settings.sound);
+  if (settings.sound) unlockAudio(); // this click is the gesture the browser wants
+  renderToggles();
+});
+renderToggles();
+
+// --- trade sound (WebAudio, no asset) -----------------------------------------------------------
+
+let audio = null;
+let lastCueAt = -Infinity;
+
+function unlockAudio() {
+  if (!audio) {
+    const Ctx = window.AudioContext || window.webkitAudioContext;
+    if (!Ctx) return null;
+    audio = new Ctx();
+  }
+  // Browsers start a context "suspended" until the page has had a click or a key press.
+  if (audio.state === "suspended") audio.resume().catch(() => { /* still blocked: retried on the next gesture */ });
+  return audio;
+}
+// A remembered "sound on" needs a gesture after a reload before the browser lets it play.
+for (const type of ["pointerdown", "keydown"]) {
+  document.addEventListener(type, () => { if (settings.sound && settings.notifications) unlockAudio(); }, { capture: true });
+}
+
+function playTradeCue(side) {
+  const ctx = unlockAudio();
+  if (!ctx || ctx.state !== "running") {
+    dashboard.soundsBlocked += 1;
+    $("#sound-toggle").dataset.audio = "blocked";
+    return;
+  }
+  $("#sound-toggle").dataset.audio = "ok";
+  const nowMs = performance.now();
+  if (nowMs - lastCueAt < CUE_MIN_GAP_MS) { dashboard.soundsMerged += 1; return; }
+  lastCueAt = nowMs;
+  const t0 = ctx.currentTime;
+  const osc = ctx.createOscillator();
+  const gain = ctx.createGain();
+  osc.type = "sine";
+  osc.frequency.setValueAtTime(CUE_HZ[side] || CUE_HZ.BUY, t0);
+  // A fast attack and an exponential decay: no click at either end.
+  gain.gain.setValueAtTime(0.0001, t0);
+  gain.gain.exponentialRampToValueAtTime(CUE_GAIN, t0 + 0.01);
+  gain.gain.exponentialRampToValueAtTime(0.0001, t0 + CUE_SECONDS);
+  osc.connect(gain).connect(ctx.destination);
+  osc.onended = () => { osc.disconnect(); gain.disconnect(); };
+  osc.start(t0);
+  osc.stop(t0 + CUE_SECONDS + 0.02);
+  dashboard.soundsPlayed += 1;
 }
 
 /** "Trade Executed: SELL 0.5 BTCUSDT @ $50,000 | PnL: +$250" (UC-WEBSOCKET-002). */
@@ -440,11 +591,61 @@ export function tradeBannerText(t) {
 }
 
 client.on("TradeExecuted", (t) => {
+  if (!settings.notifications) return; // the trades table still shows it
   banner(tradeBannerText(t), typeof t.pnl !== "number" ? "" : t.pnl >= 0 ? "profit" : "loss");
+  if (settings.sound) playTradeCue(t.side);
 });
 
-client.on("AISignalReceived", (g) => {
-  banner(`New AI Signal: ${g.symbol} ${String(g.signal).toUpperCase()} (${Math.round(g.confidence * 100)}% confidence)`, "signal");
+/** "New AI Signal: ETHUSDT LONG (85% confidence)" (UC-WEBSOCKET-003). */
+export function signalToastText(g) {
+  const pct = confidencePct(g);
+  return `New AI Signal: ${given(g.symbol) ? g.symbol : "unknown symbol"} ${signalDirection(g) ?? "no direction"} (${pct ? `${pct} confidence` : "confidence not given"})`;
+}
+
+function signalToast(g) {
+  const open = el("button", { class: "open", type: "button", title: "Show details", text: signalToastText(g) });
+  const close = el("button", { class: "close", type: "button", title: "Dismiss", text: "×" });
+  const node = el("div", { class: "banner signal", "data-seq": g.seq ?? "", "data-signal": g.signal }, open, close);
+  open.addEventListener("click", () => { openSignalDetails(g); dismiss(node); });
+  close.addEventListener("click", () => dismiss(node));
+  pushNotification(node, "signal", SIGNAL_TOAST_MS);
+}
+
+client.on("AISignalReceived", (g, m) => {
+  // Notifications off: listed in the signals panel (the store has it), not alerted.
+  if (settings.notifications) signalToast({ ...g, seq: m && typeof m.seq === "number" ? m.seq : null });
+});
+
+// --- signal details -------------------------------------------------------------------------------
+
+const details = $("#signal-details");
+
+function openSignalDetails(g) {
+  const field = (name, value) => {
+    const dd = details.querySelector(`[data-field="${name}"]`);
+    const ok = value !== null && value !== undefined && value !== "" && !(Array.isArray(value) && !value.length);
+    dd.classList.toggle("missing", !ok);
+    dd.replaceChildren(...(ok ? (Array.isArray(value) ? value : [String(value)]) : [MISSING]));
+  };
+  details.dataset.seq = g.seq ?? "";
+  details.dataset.signal = g.signal ?? "";
+  $("#signal-details-title").textContent = `AI signal · ${given(g.symbol) ? g.symbol : "unknown symbol"}`;
+  field("symbol", given(g.symbol) ? g.symbol : null);
+  field("signal", signalDirection(g));
+  field("confidence", confidencePct(g));
+  field("model_type", given(g.model_type) ? g.model_type : null);
+  field("timeframe", given(g.timeframe) ? g.timeframe : null);
+  field("timestamp", typeof g.timestamp === "number" ? fmtTime(g.timestamp) : null);
+  field("reasoning", given(g.reasoning) ? g.reasoning : null);
+  field("strategy_scores", scoreRows(g.strategy_scores));
+  if (!details.open) details.showModal();
+}
+
+details.querySelector("[data-close]").addEventListener("click", () => details.close());
+// A click on the backdrop (outside the dialog's box) closes it.
+details.addEventListener("click", (ev) => {
+  const r = details.getBoundingClientRect();
+  if (ev.target === details && (ev.clientX < r.left || ev.clientX > r.right || ev.clientY < r.top || ev.clientY > r.bottom)) details.close();
 });
 
 function toast(message, { code = null, kind = "error", sticky = false } = {}) {
