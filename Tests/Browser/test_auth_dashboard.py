@@ -16,7 +16,7 @@ import pytest
 from waiting import wait_for
 
 SECRET = b"browser-test-secret-0123456789abcdef"
-TRADE_WAIT_S = 25  # the simulator trades every few seconds
+TRADE_WAIT_S = 60  # the simulator trades every few seconds; generous for a loaded machine
 
 
 def token(sub):
