@@ -101,7 +101,9 @@ let package = Package(
             swiftSettings: hotPath
         ),
 
-        .target(name: "TickwireClient", dependencies: ["WireProtocol"]),
+        // wss:// through the same OpenSSL shims as the server; permessage-deflate through
+        // WireProtocol's codec.
+        .target(name: "TickwireClient", dependencies: ["WireProtocol", "CTLSShims"]),
 
         .testTarget(name: "WireProtocolTests", dependencies: ["WireProtocol"]),
         .testTarget(
@@ -121,6 +123,14 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"), .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
-        .testTarget(name: "TickwireClientTests", dependencies: ["TickwireClient", "EdgeServer", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(
+            name: "TickwireClientTests",
+            dependencies: [
+                "TickwireClient", "EdgeServer", "Authentication",
+                .product(name: "Logging", package: "swift-log"),
+                // HS256 test tokens are minted with swift-crypto's HMAC.
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
     ]
 )

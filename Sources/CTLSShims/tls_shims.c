@@ -9,6 +9,8 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <arpa/inet.h>
 
 struct tw_tls_session {
     SSL *ssl;
@@ -350,4 +352,28 @@ void tw_tls_alpn(tw_tls_session *session, char *out, size_t size) {
 
 int tw_tls_key_update(tw_tls_session *session, int request_peer) {
     return SSL_key_update(session->ssl, request_peer ? SSL_KEY_UPDATE_REQUESTED : SSL_KEY_UPDATE_NOT_REQUESTED);
+}
+
+tw_tls_session *tw_tls_connect_verified(tw_tls_context *context, int fd, const char *host) {
+    SSL *ssl = SSL_new(context);
+    if (!ssl) return NULL;
+    if (SSL_set_fd(ssl, fd) != 1) { SSL_free(ssl); return NULL; }
+    unsigned char address[16];
+    int literal = inet_pton(AF_INET, host, address) == 1 || inet_pton(AF_INET6, host, address) == 1;
+    X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
+    if (literal) {
+        if (X509_VERIFY_PARAM_set1_ip_asc(param, host) != 1) { SSL_free(ssl); return NULL; }
+    } else {
+        // "*.example.com" matches one whole label, never "w*.example.com" partials.
+        X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        if (SSL_set_tlsext_host_name(ssl, host) != 1 || SSL_set1_host(ssl, host) != 1) { SSL_free(ssl); return NULL; }
+    }
+    SSL_set_connect_state(ssl);
+    return wrap(ssl);
+}
+
+long tw_tls_verify_result(tw_tls_session *session, char *out, size_t size) {
+    long result = SSL_get_verify_result(session->ssl);
+    snprintf(out, size, "%s", result == X509_V_OK ? "" : X509_verify_cert_error_string(result));
+    return result;
 }

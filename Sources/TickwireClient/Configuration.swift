@@ -116,7 +116,41 @@ extension TickwireClient {
         /// The initial subscription (nil: everything); `subscribe(...)` changes it.
         public var subscription = TickwireSubscription.everything
 
+        /// `wss://` settings (the server's certificate is always verified).
+        public var tls = TLSSettings()
+
+        /// Access tokens (PROTOCOL.md "Authentication"), the Swift twin of the browser
+        /// client's `getToken()`: called before every connection attempt and whenever the
+        /// server asks for a refresh (`RefreshToken`), so a token expired at close 4001 is
+        /// replaced before the client reconnects. It must return a JWT quickly (an attempt
+        /// waits for it at most `connectTimeout`); a throw is reported and the attempt retried
+        /// by the reconnect policy. The token travels as the `bearer.<token>` entry of
+        /// `Sec-WebSocket-Protocol` (beside `tickwire`), never in the URL, and as
+        /// `Authorization: Bearer` for `/api/snapshot`. nil: no token.
+        public var tokenProvider: (@Sendable () async throws -> String)?
+
+        /// True: offer permessage-deflate (RFC 7692), which the server then uses for
+        /// messages of 128 bytes or more. Market data is repetitive JSON, so the wire
+        /// shrinks to a fraction for a little CPU on both ends; false for links where
+        /// bandwidth costs nothing and CPU does. The message-size limit still applies to the
+        /// inflated size (1009 past it).
+        public var compression = true
+
         public init() {}
+    }
+
+    /// Trust settings for `wss://`. TLS 1.2 or 1.3 only; the server's certificate must chain
+    /// to a trusted CA and name the URL's host (DNS name or IP address; SNI is sent for
+    /// names). Verification cannot be turned off: a client that skips it trusts anyone on
+    /// the path, which is no better than `ws://`.
+    public struct TLSSettings: Sendable, Hashable {
+        /// A PEM file of the CA certificate(s) to trust instead of the system store: a private
+        /// CA, or the server's own self-signed certificate. nil: the system's trust store.
+        public var caFile: String?
+
+        public init(caFile: String? = nil) {
+            self.caFile = caFile
+        }
     }
 }
 

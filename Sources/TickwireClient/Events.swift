@@ -68,6 +68,11 @@ public struct TickwireDiagnostic: Error, Sendable, Hashable, CustomStringConvert
         case snapshotMismatch
         /// Reconnection stopped after `maxAttempts`; the client is disconnected.
         case gaveUp
+        /// TLS failed: the settings (`tls.caFile`), the server's certificate (not trusted,
+        /// not for this host, expired), or the handshake itself.
+        case tlsFailed
+        /// `tokenProvider` threw, timed out or returned something that is not a token.
+        case tokenFailed
     }
 
     /// The longest `raw` excerpt kept.

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Synchronization
 import WireProtocol
 
 /// A Tickwire stream client (PROTOCOL.md, FR-WEBSOCKET-003) for apps and services: the
@@ -23,9 +24,12 @@ import WireProtocol
 /// }
 /// ```
 ///
-/// - Connection: `ws://` only (no TLS yet: `wss://` throws `unsupportedScheme`; put a
-///   TLS-terminating proxy in front or use a trusted network). The client does the RFC 6455
-///   handshake itself, masks every frame, answers pings and does the closing handshake.
+/// - Connection: `ws://` or `wss://` (TLS 1.2+, the certificate verified for the host:
+///   `Configuration.tls`). The client does the RFC 6455 handshake itself, masks every
+///   frame, answers pings, does the closing handshake, and offers permessage-deflate.
+/// - Tokens: `Configuration.tokenProvider` is asked before each connection and when the
+///   server asks for a refresh; after close 4001 (token expired) the next attempt gets a
+///   new one.
 /// - States: disconnected → connecting → connected → reconnecting (→ disconnected after
 ///   giving up), with exponential backoff and full jitter (`ReconnectPolicy`).
 ///   `disconnect()` stops reconnection; `connect()` starts again with a fresh budget.
@@ -55,11 +59,17 @@ public actor TickwireClient: AsyncSequence {
         public var snapshotsLoaded = 0
         /// Reconnection attempts scheduled.
         public var reconnects = 0
+        /// Messages that arrived deflated (permessage-deflate) and were inflated.
+        public var compressedMessagesReceived = 0
+        /// `Refresh` messages sent with a new token.
+        public var tokenRefreshes = 0
     }
 
     public nonisolated let endpoint: TickwireEndpoint
     public nonisolated let configuration: Configuration
     private nonisolated let hub = EventHub()
+    /// `wss://`: the trust settings, loaded once; nil for `ws://`.
+    private nonisolated let tls: Result<TLSClientContext, TransportError>?
 
     /// The connection state (also reported as `.state` events).
     public private(set) var state = ConnectionState.disconnected
@@ -95,23 +105,40 @@ public actor TickwireClient: AsyncSequence {
     private var lastPingAt: UInt64 = 0
     /// When to stop waiting for `Connected` or for the resume confirmation.
     private var confirmationDeadline: UInt64?
+    /// The token of the current connection (or the newest sent in a `Refresh`): also the
+    /// snapshot's `Authorization`.
+    private var currentToken: String?
+    /// The provider's call for the next connection, while it runs.
+    private var tokenTask: Task<Void, Never>?
+    /// Whether the last connection was closed with 4001 (token expired).
+    private var tokenExpired = false
 
-    /// A client for `url` (`ws://host:port/ws`). Nothing happens until `connect()`.
+    /// A client for `url` (`ws://host:port/ws` or `wss://...`). Nothing happens until
+    /// `connect()`. Throws for a bad URL, or TLS settings that cannot be used.
     public init(url: String, configuration: Configuration = Configuration()) throws(TickwireClientError) {
         self.init(endpoint: try TickwireEndpoint(url: url), configuration: configuration)
+        if case .failure(let error)? = tls { throw .tlsSetup(error.description) }
     }
 
+    /// A client for `endpoint`. TLS settings that cannot be used are reported by
+    /// `connect()` (a `tlsFailed` diagnostic), which then stays disconnected.
     public init(endpoint: TickwireEndpoint, configuration: Configuration = Configuration()) {
         self.endpoint = endpoint
         self.configuration = configuration
         self.subscription = configuration.subscription
         self.sync = StreamSynchronizer(loadSnapshotOnFirstConnect: configuration.loadSnapshotOnFirstConnect)
+        if endpoint.secure {
+            tls = Result { () throws(TransportError) in try TLSClientContext(caFile: configuration.tls.caFile) }
+        } else {
+            tls = nil
+        }
     }
 
     deinit {
         reconnectTask?.cancel()
         tickerTask?.cancel()
         readerTask?.cancel()
+        tokenTask?.cancel()
         connection?.close(code: .goingAway, reason: "client released")
         hub.finish()
     }
@@ -134,6 +161,11 @@ public actor TickwireClient: AsyncSequence {
     /// a fresh attempt budget.
     public func connect() {
         guard !isShutDown else { return }
+        if case .failure(let error)? = tls {
+            emit(.diagnostic(TickwireDiagnostic(.tlsFailed, "cannot set up TLS: \(error); not connecting")))
+            setState(.disconnected)
+            return
+        }
         shouldReconnect = true
         if state == .connected || state == .connecting { return }
         reconnectTask?.cancel()
@@ -161,20 +193,23 @@ public actor TickwireClient: AsyncSequence {
     }
 
     /// Replaces the subscription (PROTOCOL.md `Subscribe`): `nil` channels means every
-    /// channel, `nil` or empty symbols every symbol. Remembered across reconnects. When
-    /// connected, the server's confirmation is followed by a snapshot reload, because newly
-    /// added channels or symbols have state that only the snapshot holds.
-    public func subscribe(channels: [TickwireChannel]? = nil, symbols: [String]? = nil) throws(TickwireClientError) {
+    /// channel, `nil` or empty symbols every symbol. `maxFrequency` (updates per second
+    /// per symbol and timeframe, > 0) throttles the conflatable channels to the newest value
+    /// at that rate; nil is the full rate. Remembered across reconnects. When connected,
+    /// the server's confirmation is followed by a snapshot reload, because newly added
+    /// channels or symbols have state that only the snapshot holds.
+    public func subscribe(channels: [TickwireChannel]? = nil, symbols: [String]? = nil, maxFrequency: Double? = nil) throws(TickwireClientError) {
         if let bad = symbols?.first(where: { $0.isEmpty || $0.utf8.count > 64 }) {
             throw .invalidSubscription("symbol '\(bad.prefix(64))' must be 1 to 64 bytes")
         }
-        let next = TickwireSubscription(channels: channels.map(Set.init), symbols: symbols)
+        if let f = maxFrequency, !(f.isFinite && f > 0) {
+            throw .invalidSubscription("maxFrequency must be a positive number of updates per second (got \(f))")
+        }
+        let next = TickwireSubscription(channels: channels.map(Set.init), symbols: symbols, maxFrequency: maxFrequency)
         subscription = next
-        // Not connected (or the socket just went): the next connection's URL carries it.
+        // Not connected (or the socket just went): the next connection carries it.
         guard state == .connected else { return }
-        var data: [String: [String]] = ["symbols": next.symbols ?? []]
-        if let channels = next.orderedChannels { data["channels"] = channels.map(\.typeName) }
-        if (try? send(type: "Subscribe", data: data)) != nil { sync.subscriptionChangeSent() }
+        if (try? send(type: "Subscribe", data: next.subscribeData)) != nil { sync.subscriptionChangeSent() }
     }
 
     /// Removes channels and/or symbols from the subscription (PROTOCOL.md `Unsubscribe`).
@@ -227,13 +262,86 @@ public actor TickwireClient: AsyncSequence {
     private func openConnection() {
         endConnection(closeWith: .normalClosure, reason: "reopening")
         let gen = generation
+        setState(.connecting)
+        currentToken = nil
+        guard let provider = configuration.tokenProvider else {
+            startConnection(gen, token: nil)
+            return
+        }
+        // The token first (a new one after 4001), bounded like the rest of an attempt.
+        let timeout = configuration.connectTimeout
+        let why = tokenExpired ? " after the token expired" : ""
+        tokenTask = Task { [weak self] in
+            let result = await Self.fetchToken(provider, timeout: timeout)
+            await self?.tokenFetched(result, gen, why: why)
+        }
+    }
+
+    /// Calls the provider; a missing answer after `timeout` is a failure (its late result is
+    /// ignored: the attempt has moved on).
+    private static func fetchToken(_ provider: @escaping @Sendable () async throws -> String, timeout: Duration) async -> Result<String, TickwireDiagnostic> {
+        let answered = FirstAnswer()
+        return await withCheckedContinuation { (continuation: CheckedContinuation<Result<String, TickwireDiagnostic>, Never>) in
+            // Whichever finishes first answers; the other finds it answered and stays quiet.
+            let finish: @Sendable (Result<String, TickwireDiagnostic>) -> Void = { result in
+                if answered.claim() { continuation.resume(returning: result) }
+            }
+            let timer = Task {
+                do { try await Task.sleep(for: timeout) } catch { return }
+                finish(.failure(TickwireDiagnostic(.tokenFailed, "the token provider did not answer within \(timeout)")))
+            }
+            Task {
+                do {
+                    let token = try await provider()
+                    finish(Self.checkedToken(token))
+                } catch {
+                    finish(.failure(TickwireDiagnostic(.tokenFailed, "the token provider failed: \(error)")))
+                }
+                timer.cancel()
+            }
+        }
+    }
+
+    /// A token must fit a `Sec-WebSocket-Protocol` entry (RFC 7230 tchar; a JWT always does):
+    /// anything else could break or inject header lines.
+    static func checkedToken(_ token: String) -> Result<String, TickwireDiagnostic> {
+        guard !token.isEmpty, token.utf8.count <= 8192 else {
+            return .failure(TickwireDiagnostic(.tokenFailed, "the token provider returned \(token.isEmpty ? "an empty token" : "a token over 8 KiB")"))
+        }
+        let allowed = Set("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz".utf8)
+        guard token.utf8.allSatisfy(allowed.contains) else {
+            return .failure(TickwireDiagnostic(.tokenFailed, "the token provider returned a token with characters a JWT never has (spaces, quotes, line breaks...)"))
+        }
+        return .success(token)
+    }
+
+    private func tokenFetched(_ result: Result<String, TickwireDiagnostic>, _ gen: Int, why: String) {
+        guard gen == generation, state == .connecting, shouldReconnect else { return }
+        tokenTask = nil
+        switch result {
+        case .success(let token):
+            startConnection(gen, token: token)
+        case .failure(var diagnostic):
+            diagnostic.message += why + "; retrying"
+            connectionLost(gen, diagnostic)
+        }
+    }
+
+    private func startConnection(_ gen: Int, token: String?) {
+        guard gen == generation else { return }
+        tokenExpired = false
+        currentToken = token
         let resume = sync.resumePoint
         sync.connectionStarted(resuming: resume != nil)
         let target = endpoint.target(resume: resume, subscription: subscription)
-        setState(.connecting)
+        // `tickwire` beside the token: the server answers it (PROTOCOL.md "Authentication").
+        let protocols = token.map { ["tickwire", "bearer." + $0] } ?? []
+        let tlsContext: TLSClientContext?
+        if case .success(let context)? = tls { tlsContext = context } else { tlsContext = nil }
         let connection = WebSocketConnection(endpoint: endpoint, target: target, settings: .init(
             connectTimeout: configuration.connectTimeout, closeTimeout: configuration.closeTimeout,
-            maxMessageSize: configuration.maxMessageSize))
+            maxMessageSize: configuration.maxMessageSize, tls: tlsContext, protocols: protocols,
+            offersCompression: configuration.compression))
         self.connection = connection
         let events = connection.events
         readerTask = Task { [weak self] in
@@ -248,6 +356,8 @@ public actor TickwireClient: AsyncSequence {
     /// once), stops its timers, and makes its late events stale.
     private func endConnection(closeWith code: CloseCode?, reason: String) {
         generation += 1
+        tokenTask?.cancel()
+        tokenTask = nil
         tickerTask?.cancel()
         tickerTask = nil
         readerTask?.cancel()
@@ -300,6 +410,11 @@ public actor TickwireClient: AsyncSequence {
         guard gen == generation else { return }
         switch event {
         case .opened:
+            // The URL carries channels and symbols; the frequency travels in a Subscribe.
+            // No snapshot reload follows it: the stream's content is the same, only its pace.
+            if subscription.maxFrequency != nil, let connection {
+                _ = try? connection.send(text: codec.encodeMessageOrThrow(type: "Subscribe", data: subscription.subscribeData))
+            }
             let now = Posix.monotonicNanoseconds()
             lastPingAt = now
             // Connected is the server's first message; without it the stream has no known
@@ -307,8 +422,9 @@ public actor TickwireClient: AsyncSequence {
             confirmationDeadline = now + Posix.nanoseconds(configuration.confirmTimeout)
             setState(.connected)
             startTicker(gen)
-        case .text(let bytes):
+        case .text(let bytes, let compressed):
             counters.messagesReceived += 1
+            if compressed { counters.compressedMessagesReceived += 1 }
             switch codec.decodeMessage(bytes) {
             case .failure(let diagnostic):
                 counters.invalidMessages += 1
@@ -318,6 +434,8 @@ public actor TickwireClient: AsyncSequence {
                     serverHeartbeat = info.heartbeatIntervalMs > 0 ? .milliseconds(info.heartbeatIntervalMs) : nil
                     confirmationDeadline = Posix.monotonicNanoseconds() + Posix.nanoseconds(configuration.confirmTimeout)
                 }
+                // At once, whatever the stream's sync phase: the deadline is the server's.
+                if case .refreshToken(let request) = envelope.payload { refreshToken(request, gen) }
                 perform(sync.receive(envelope), gen)
             }
         case .binary(let count):
@@ -325,7 +443,38 @@ public actor TickwireClient: AsyncSequence {
             emit(.diagnostic(TickwireDiagnostic(.unexpectedBinary, "skipped a \(count)-byte binary message: the stream is JSON text")))
         case .closed(let ending):
             connection = nil
+            if ending.serverCloseCode == Self.tokenExpiredCloseCode { tokenExpired = true }
             connectionLost(gen, Self.diagnostic(for: ending, endpoint: endpoint))
+        }
+    }
+
+    // MARK: - Token refresh
+
+    /// PROTOCOL.md: "token expired" — get a new token before reconnecting.
+    static let tokenExpiredCloseCode: UInt16 = 4001
+
+    /// The server asked for a new token: get one and send `Refresh`. Without a provider the
+    /// request goes unanswered, and the connection is closed at `exp` (4001).
+    private func refreshToken(_ request: TokenRefreshRequest, _ gen: Int) {
+        guard let provider = configuration.tokenProvider else { return }
+        let timeout = configuration.connectTimeout
+        Task { [weak self] in
+            let result = await Self.fetchToken(provider, timeout: timeout)
+            await self?.tokenRefreshed(result, request, gen)
+        }
+    }
+
+    private func tokenRefreshed(_ result: Result<String, TickwireDiagnostic>, _ request: TokenRefreshRequest, _ gen: Int) {
+        guard gen == generation, state == .connected else { return }
+        switch result {
+        case .success(let token):
+            struct Refresh: Encodable, Sendable { var token: String }
+            guard (try? send(type: "Refresh", data: Refresh(token: token))) != nil else { return }
+            currentToken = token
+            counters.tokenRefreshes += 1
+        case .failure(var diagnostic):
+            diagnostic.message += " on the server's refresh request; the connection closes when the token expires (\(request.expiresAt)) and reconnects with a new one"
+            emit(.diagnostic(diagnostic))
         }
     }
 
@@ -409,12 +558,18 @@ public actor TickwireClient: AsyncSequence {
     }
 
     private func loadSnapshot(_ gen: Int, _ token: Int, attempt: Int) async {
+        var tlsContext: TLSClientContext?
+        if case .success(let context)? = tls { tlsContext = context }
         let exchange = HTTPExchange(host: endpoint.host, port: endpoint.port, hostHeader: endpoint.hostHeader,
-                                    timeout: configuration.snapshotTimeout, maxBodyBytes: configuration.maxSnapshotBytes)
+                                    timeout: configuration.snapshotTimeout, maxBodyBytes: configuration.maxSnapshotBytes, tls: tlsContext)
         let target = configuration.snapshotPath ?? endpoint.defaultSnapshotPath
+        var headers = [("Accept", "application/json")]
+        // The connection's token: the snapshot then holds its accounts' private state.
+        if let currentToken { headers.append(("Authorization", "Bearer " + currentToken)) }
+        let request = headers
         let result = await DedicatedThread.run {
             Result { () throws(TransportError) in
-                try exchange.perform(method: "GET", target: target, headers: [("Accept", "application/json")])
+                try exchange.perform(method: "GET", target: target, headers: request)
             }
         } ?? .failure(.io("pthread_create", errno: EAGAIN))
         guard gen == generation, token == snapshotToken else { return }
@@ -471,6 +626,7 @@ public actor TickwireClient: AsyncSequence {
             case CloseCode.goingAway.rawValue: why += ": going away (shutdown or idle timeout)"
             case CloseCode.tryAgainLater.rawValue: why += ": this client fell too far behind (slow consumer)"
             case CloseCode.messageTooBig.rawValue: why += ": a message was too big"
+            case tokenExpiredCloseCode: why += ": the token expired; getting a new token"
             default: break
             }
             return TickwireDiagnostic(.connectionLost, why + "; reconnecting", closeCode: code)
@@ -479,6 +635,7 @@ public actor TickwireClient: AsyncSequence {
             return TickwireDiagnostic(.connectionLost, "\(error); reconnecting", closeCode: ending.serverCloseCode)
         }
         if case .handshake = error { return TickwireDiagnostic(.handshakeFailed, "\(endpoint): \(error)") }
+        if case .tls = error { return TickwireDiagnostic(.tlsFailed, "\(endpoint): \(error)") }
         return TickwireDiagnostic(.connectFailed, "\(endpoint): \(error)")
     }
 
@@ -497,5 +654,14 @@ public actor TickwireClient: AsyncSequence {
     /// Replaces the resume point (e.g. with an epoch the server does not know).
     func setResumePointForTesting(epoch: String, seq: UInt64) {
         sync.setResumePointForTesting(epoch: epoch, seq: seq)
+    }
+}
+
+/// True for the first `claim()` only: one answer from racing tasks.
+private final class FirstAnswer: Sendable {
+    private let taken = Atomic<Bool>(false)
+
+    func claim() -> Bool {
+        !taken.exchange(true, ordering: .acquiringAndReleasing)
     }
 }

@@ -2,7 +2,7 @@
 public enum TickwireClientError: Error, Hashable, CustomStringConvertible {
     /// The URL could not be parsed.
     case invalidURL(String)
-    /// Only `ws://` (or `http://`) is supported.
+    /// Only `ws://` and `wss://` (or `http://` and `https://`) are supported.
     case unsupportedScheme(String)
     /// `send` while no connection is open.
     case notConnected
@@ -12,48 +12,56 @@ public enum TickwireClientError: Error, Hashable, CustomStringConvertible {
     case encodingFailed(String)
     /// The client was shut down.
     case shutDown
+    /// The TLS settings cannot be used (e.g. `tls.caFile` is missing or holds no certificate).
+    case tlsSetup(String)
 
     public var description: String {
         switch self {
         case .invalidURL(let why): return "invalid URL: \(why)"
         case .unsupportedScheme(let scheme):
-            return "unsupported scheme '\(scheme)': this client speaks plain ws:// only (no TLS yet); terminate TLS in a local proxy or use ws:// on a trusted network"
+            return "unsupported scheme '\(scheme)': use ws:// or wss:// (http:// and https:// mean the same)"
         case .notConnected: return "not connected"
         case .invalidSubscription(let why): return "invalid subscription: \(why)"
         case .encodingFailed(let why): return "cannot encode the message: \(why)"
         case .shutDown: return "the client was shut down"
+        case .tlsSetup(let why): return "cannot set up TLS: \(why)"
         }
     }
 }
 
-/// Where the server is: `ws://host:port/path`. TLS (`wss://`) is not supported yet: the
-/// client is for services and apps on a trusted network or behind a TLS-terminating proxy.
+/// Where the server is: `ws://host:port/path`, or `wss://` for TLS (the server's
+/// `--tls-cert`, or a TLS-terminating proxy), whose certificate is verified for `host`.
 public struct TickwireEndpoint: Sendable, Hashable, CustomStringConvertible {
-    /// A name or an IP address (IPv6 without brackets).
+    /// A name or an IP address (IPv6 without brackets). Under TLS it is also the name the
+    /// certificate must be for, and the SNI sent (names only: RFC 6066 §3).
     public var host: String
     public var port: Int
     /// The WebSocket path, `/ws` on Tickwire.
     public var path: String
     /// Query parameters kept from the URL (e.g. a token for a proxy), already encoded.
     public var query: String?
+    /// `wss://`: TLS 1.2 or 1.3, the snapshot over `https://` too.
+    public var secure: Bool
 
-    public init(host: String, port: Int = 80, path: String = "/ws", query: String? = nil) {
+    public init(host: String, port: Int? = nil, path: String = "/ws", query: String? = nil, secure: Bool = false) {
         self.host = host
-        self.port = port
+        self.port = port ?? (secure ? 443 : 80)
         self.path = path.hasPrefix("/") ? path : "/" + path
         self.query = query.flatMap { $0.isEmpty ? nil : $0 }
+        self.secure = secure
     }
 
-    /// Parses `ws://host[:port][/path][?query]` (`http://` is accepted as a synonym). A
-    /// missing path means `/ws`; a missing port, 80.
+    /// Parses `ws[s]://host[:port][/path][?query]` (`http://` and `https://` are accepted as
+    /// synonyms). A missing path means `/ws`; a missing port, 80 (443 for `wss://`).
     public init(url: String) throws(TickwireClientError) {
         guard let colon = url.firstIndex(of: ":"), url[colon...].hasPrefix("://") else {
             throw .invalidURL("'\(url)' has no scheme (ws://host:port/ws)")
         }
         let scheme = url[..<colon].lowercased()
+        let secure: Bool
         switch scheme {
-        case "ws", "http": break
-        case "wss", "https": throw .unsupportedScheme(scheme)
+        case "ws", "http": secure = false
+        case "wss", "https": secure = true
         default: throw .unsupportedScheme(scheme)
         }
         var rest = url[url.index(colon, offsetBy: 3)...]
@@ -80,7 +88,7 @@ public struct TickwireEndpoint: Sendable, Hashable, CustomStringConvertible {
             host = authority
         }
         guard !host.isEmpty else { throw .invalidURL("'\(url)' has no host") }
-        var port = 80
+        var port = secure ? 443 : 80
         if let portText {
             guard let p = Int(portText), (1...65535).contains(p) else { throw .invalidURL("bad port '\(portText)'") }
             port = p
@@ -90,26 +98,26 @@ public struct TickwireEndpoint: Sendable, Hashable, CustomStringConvertible {
             query = String(pathAndQuery[pathAndQuery.index(after: q)...])
             pathAndQuery = pathAndQuery[..<q]
         }
-        self.init(host: String(host), port: port, path: pathAndQuery.isEmpty ? "/ws" : String(pathAndQuery), query: query)
+        self.init(host: String(host), port: port, path: pathAndQuery.isEmpty ? "/ws" : String(pathAndQuery), query: query, secure: secure)
     }
 
-    public var description: String { "ws://\(hostHeader)\(path)\(query.map { "?" + $0 } ?? "")" }
+    public var description: String { "\(secure ? "wss" : "ws")://\(hostHeader)\(path)\(query.map { "?" + $0 } ?? "")" }
 
-    /// The `Host` header value (RFC 9110 §7.2).
-    var hostHeader: String {
+    /// The `Host` header value (RFC 9110 §7.2): the port only when it is not the scheme's.
+    package var hostHeader: String {
         let h = host.contains(":") ? "[\(host)]" : host
-        return port == 80 ? h : "\(h):\(port)"
+        return port == (secure ? 443 : 80) ? h : "\(h):\(port)"
     }
 
     /// `/api/snapshot` beside the WebSocket path (`/edge/ws` -> `/edge/api/snapshot`).
-    var defaultSnapshotPath: String {
+    package var defaultSnapshotPath: String {
         let base = path.lastIndex(of: "/").map { path[...$0] } ?? "/"
         return base + "api/snapshot"
     }
 
     /// The request target for a connection: the path, the URL's own query, then the
     /// resume point and the subscription (PROTOCOL.md "Resume").
-    func target(resume: (epoch: String, since: UInt64)?, subscription: TickwireSubscription) -> String {
+    package func target(resume: (epoch: String, since: UInt64)?, subscription: TickwireSubscription) -> String {
         var parameters: [String] = query.map { [$0] } ?? []
         if let resume {
             parameters.append("epoch=" + Self.percentEncoded(resume.epoch))
@@ -125,7 +133,7 @@ public struct TickwireEndpoint: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// RFC 3986 percent-encoding of everything but the unreserved characters.
-    static func percentEncoded(_ s: String) -> String {
+    package static func percentEncoded(_ s: String) -> String {
         var out = ""
         for byte in s.utf8 {
             switch byte {

@@ -53,8 +53,19 @@ struct EndpointTests {
         #expect(v6.query == "token=a%20b")
     }
 
-    @Test func rejectsTLSAndGarbage() {
-        #expect(throws: TickwireClientError.unsupportedScheme("wss")) { try TickwireEndpoint(url: "wss://x/ws") }
+    @Test func parsesSecureURLs() throws {
+        let e = try TickwireEndpoint(url: "wss://example.com/edge/ws")
+        #expect(e.secure && e.port == 443 && e.hostHeader == "example.com" && e.description == "wss://example.com/edge/ws")
+        let https = try TickwireEndpoint(url: "HTTPS://127.0.0.1:8443")
+        #expect(https.secure && https.port == 8443 && https.hostHeader == "127.0.0.1:8443" && https.path == "/ws")
+        // Port 80 is not the default under TLS, so the Host header names it.
+        #expect(try TickwireEndpoint(url: "wss://h:80/ws").hostHeader == "h:80")
+        #expect(try TickwireEndpoint(url: "ws://h:443/ws").hostHeader == "h:443")
+        #expect(TickwireEndpoint(host: "h", secure: true).port == 443)
+    }
+
+    @Test func rejectsOtherSchemesAndGarbage() {
+        #expect(throws: TickwireClientError.unsupportedScheme("ftp")) { try TickwireEndpoint(url: "ftp://x/ws") }
         #expect(throws: TickwireClientError.self) { try TickwireEndpoint(url: "127.0.0.1:8080") }
         #expect(throws: TickwireClientError.self) { try TickwireEndpoint(url: "ws://:80/ws") }
         #expect(throws: TickwireClientError.self) { try TickwireEndpoint(url: "ws://h:99999/ws") }

@@ -66,6 +66,14 @@ int tw_tls_set_alpn(tw_tls_context *context, const unsigned char *protocols, uns
 void tw_tls_alpn(tw_tls_session *session, char *out, size_t size);
 /// Sends a TLS 1.3 KeyUpdate (request_peer != 0 asks the peer to update too).
 int tw_tls_key_update(tw_tls_session *session, int request_peer);
+// Client sessions that check who they talk to (the Swift client's wss://).
+/// A client session that verifies the peer's name: a DNS name is sent as SNI and matched
+/// against the certificate's names; an IP literal (IPv4, or IPv6 without brackets) is matched
+/// against its IP addresses and sends no SNI (RFC 6066 §3 forbids literals there).
+tw_tls_session *tw_tls_connect_verified(tw_tls_context *context, int fd, const char *host);
+/// After a failed handshake: the certificate check's verdict (X509_V_OK, 0, when the
+/// certificate was not the reason), its reason in words written to `out`.
+long tw_tls_verify_result(tw_tls_session *session, char *out, size_t size);
 /// The last failure's reason, for logs (thread-local, valid until the next call).
 const char *tw_tls_last_error(void);
 #endif

@@ -255,16 +255,59 @@ public struct SubscriptionConfirmed: Sendable, Hashable, Codable {
     public var replayed: Int?
     public var epoch: String?
     public var head: UInt64?
+    /// `max_frequency`: the updates per second per symbol (and timeframe) in force for the
+    /// conflatable channels, as the server echoes it; nil when none is (full rate).
+    public var maxFrequency: Double?
 
-    public init(channels: [String], symbols: [String], recovered: Bool? = nil, replayed: Int? = nil, epoch: String? = nil, head: UInt64? = nil) {
+    public init(channels: [String], symbols: [String], recovered: Bool? = nil, replayed: Int? = nil, epoch: String? = nil, head: UInt64? = nil,
+                maxFrequency: Double? = nil) {
         self.channels = channels
         self.symbols = symbols
         self.recovered = recovered
         self.replayed = replayed
         self.epoch = epoch
         self.head = head
+        self.maxFrequency = maxFrequency
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case channels, symbols, recovered, replayed, epoch, head
+        case maxFrequency = "max_frequency"
     }
 
     /// `channels` as typed channels (names this client does not know are left out).
     public var knownChannels: [TickwireChannel] { channels.compactMap(TickwireChannel.init(name:)) }
+}
+
+/// `RefreshToken`: the connection's token expires soon; answer with `Refresh` (the client
+/// does, through `Configuration.tokenProvider`) or be closed with 4001 at `expiresAt`.
+public struct TokenRefreshRequest: Sendable, Hashable, Codable {
+    /// The current token's `exp` (seconds since the epoch).
+    public var expiresAt: Int64
+    /// How long until then, in milliseconds, when the server asked.
+    public var expiresInMs: Int64?
+
+    public init(expiresAt: Int64, expiresInMs: Int64? = nil) {
+        self.expiresAt = expiresAt
+        self.expiresInMs = expiresInMs
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case expiresAt = "expires_at"
+        case expiresInMs = "expires_in_ms"
+    }
+}
+
+/// `TokenRefreshed`: the server took the new token; the connection now expires at
+/// `expiresAt` (nil: never).
+public struct TokenRefreshed: Sendable, Hashable, Codable {
+    public var expiresAt: Int64?
+
+    public init(expiresAt: Int64?) {
+        self.expiresAt = expiresAt
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case expiresAt = "expires_at"
+    }
 }

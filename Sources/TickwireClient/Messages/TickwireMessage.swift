@@ -10,6 +10,10 @@ public enum TickwireMessage: Sendable, Hashable {
     case error(ErrorData)
     case pong
     case subscriptionConfirmed(SubscriptionConfirmed)
+    /// The server asks for a new token (PROTOCOL.md "Token refresh").
+    case refreshToken(TokenRefreshRequest)
+    /// The server accepted a `Refresh`.
+    case tokenRefreshed(TokenRefreshed)
     /// A type this client does not know yet (forward compatibility, FR-WEBSOCKET-002).
     case unknown(type: String, data: TickwireJSON?)
 
@@ -24,7 +28,7 @@ public enum TickwireMessage: Sendable, Hashable {
         case .aiSignalReceived: return .aiSignalReceived
         case .botStatusUpdate: return .botStatusUpdate
         case .error: return .error
-        case .connected, .pong, .subscriptionConfirmed, .unknown: return nil
+        case .connected, .pong, .subscriptionConfirmed, .refreshToken, .tokenRefreshed, .unknown: return nil
         }
     }
 
@@ -38,7 +42,7 @@ public enum TickwireMessage: Sendable, Hashable {
         case .aiSignalReceived(let d): return d.symbol
         case .error(let d): return d.details?["symbol"]?.stringValue
         case .unknown(_, let data): return data?["symbol"]?.stringValue
-        case .botStatusUpdate, .connected, .pong, .subscriptionConfirmed: return nil
+        case .botStatusUpdate, .connected, .pong, .subscriptionConfirmed, .refreshToken, .tokenRefreshed: return nil
         }
     }
 
@@ -49,7 +53,8 @@ public enum TickwireMessage: Sendable, Hashable {
         /// An `Error` or an unknown type: a broadcast takes a fresh seq, a per-connection
         /// message repeats one, and the two cannot be told apart by type. Never dropped.
         case notice
-        /// Per-connection (`Connected`, `Pong`, `SubscriptionConfirmed`): outside the sequence.
+        /// Per-connection (`Connected`, `Pong`, `SubscriptionConfirmed`, `RefreshToken`,
+        /// `TokenRefreshed`): outside the sequence.
         case connection
     }
 
@@ -57,7 +62,7 @@ public enum TickwireMessage: Sendable, Hashable {
         switch self {
         case .marketData, .chartUpdate, .positionUpdate, .tradeExecuted, .aiSignalReceived, .botStatusUpdate: return .state
         case .error, .unknown: return .notice
-        case .connected, .pong, .subscriptionConfirmed: return .connection
+        case .connected, .pong, .subscriptionConfirmed, .refreshToken, .tokenRefreshed: return .connection
         }
     }
 }
@@ -107,6 +112,8 @@ public struct TickwireEnvelope: Sendable, Hashable, Codable {
         case "Error": payload = .error(try c.decode(ErrorData.self, forKey: .data))
         case "Pong": payload = .pong
         case "SubscriptionConfirmed": payload = .subscriptionConfirmed(try c.decode(SubscriptionConfirmed.self, forKey: .data))
+        case "RefreshToken": payload = .refreshToken(try c.decode(TokenRefreshRequest.self, forKey: .data))
+        case "TokenRefreshed": payload = .tokenRefreshed(try c.decode(TokenRefreshed.self, forKey: .data))
         default:
             // PROTOCOL.md: `data`, when present, is an object, whatever the type.
             switch try c.decodeIfPresent(TickwireJSON.self, forKey: .data) {
@@ -134,6 +141,8 @@ public struct TickwireEnvelope: Sendable, Hashable, Codable {
         case .botStatusUpdate(let d): try c.encode(d, forKey: .data)
         case .error(let d): try c.encode(d, forKey: .data)
         case .subscriptionConfirmed(let d): try c.encode(d, forKey: .data)
+        case .refreshToken(let d): try c.encode(d, forKey: .data)
+        case .tokenRefreshed(let d): try c.encode(d, forKey: .data)
         case .unknown(_, let d): try c.encodeIfPresent(d, forKey: .data)
         case .pong: break
         }

@@ -18,24 +18,25 @@ struct HTTPExchange {
     var hostHeader: String
     var timeout: Duration
     var maxBodyBytes: Int
+    /// `https://` with these trust settings; nil: plain HTTP.
+    var tls: TLSClientContext? = nil
 
     func perform(method: String, target: String, headers: [(String, String)] = [], body: [UInt8] = []) throws(TransportError) -> Response {
         let deadline = Posix.monotonicNanoseconds() + Posix.nanoseconds(timeout)
         let wake = try WakePipe()
-        let fd = try Posix.openConnection(host: host, port: port, deadline: deadline, wake: wake) { false }
-        defer { Posix.closeDescriptor(fd) }
+        let socket = try ClientSocket.open(host: host, port: port, tls: tls, deadline: deadline, wake: wake) { false }
         var head = "\(method) \(target) HTTP/1.1\r\nHost: \(hostHeader)\r\nConnection: close\r\n"
         for (name, value) in headers { head += "\(name): \(value)\r\n" }
         if !body.isEmpty || method == "POST" { head += "Content-Length: \(body.count)\r\n" }
-        try Posix.sendAll(fd, Array((head + "\r\n").utf8) + body, deadline: deadline, wake: nil, what: "\(method) \(target)")
+        try socket.sendAll(Array((head + "\r\n").utf8) + body, deadline: deadline, what: "\(method) \(target)")
 
         var chunk = [UInt8](repeating: 0, count: 16 << 10)
         var total = 0
         /// The next bytes from the server, nil at EOF.
         func readMore() throws(TransportError) -> [UInt8]? {
             while true {
-                if Posix.wait(fd, Int16(POLLIN), wake: nil, deadline: deadline) == .timedOut { throw .timedOut("\(method) \(target)") }
-                let n = try Posix.receive(fd, into: &chunk)
+                if socket.wait(Int16(POLLIN), wake: nil, deadline: deadline) == .timedOut { throw .timedOut("\(method) \(target)") }
+                let n = try socket.receive(into: &chunk)
                 guard let n else { continue }
                 if n == 0 { return nil }
                 total += n

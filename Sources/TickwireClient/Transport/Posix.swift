@@ -6,7 +6,7 @@ import Darwin
 import Synchronization
 
 /// What can go wrong below the message layer, in words fit for a diagnostic.
-enum TransportError: Error, Equatable, CustomStringConvertible {
+package enum TransportError: Error, Equatable, Sendable, CustomStringConvertible {
     case resolve(host: String, message: String)
     case connect(address: String, errno: Int32)
     case timedOut(String)
@@ -14,13 +14,15 @@ enum TransportError: Error, Equatable, CustomStringConvertible {
     case cancelled
     case io(String, errno: Int32)
     case handshake(String)
+    /// TLS failed: the trust settings, the certificate check, or the session itself.
+    case tls(String)
     /// The server closed TCP without a Close frame (RFC 6455 §7.1.5: code 1006).
     case closedAbnormally
     /// The server broke RFC 6455; the client sent Close with the matching code.
     case protocolViolation(String, closeCode: UInt16)
     case http(String)
 
-    var description: String {
+    package var description: String {
         switch self {
         case let .resolve(host, message): return "cannot resolve \(host): \(message)"
         case let .connect(address, errno): return "cannot connect to \(address): \(Posix.describe(errno))"
@@ -28,6 +30,7 @@ enum TransportError: Error, Equatable, CustomStringConvertible {
         case .cancelled: return "the connection was dropped by the client"
         case let .io(what, errno): return "\(what) failed: \(Posix.describe(errno))"
         case .handshake(let why): return "WebSocket handshake failed: \(why)"
+        case .tls(let why): return why
         case .closedAbnormally: return "connection closed without a close frame (1006)"
         case let .protocolViolation(why, code): return "protocol error from the server (\(code)): \(why)"
         case .http(let why): return why
@@ -57,6 +60,16 @@ enum Posix {
     static let streamType = SOCK_STREAM
     static let sendFlags: Int32 = 0
     #endif
+
+    /// Blocks SIGPIPE on the calling thread: OpenSSL writes with write(2), and a peer that
+    /// went away must give EPIPE there, not kill the process. A signal raised while blocked
+    /// stays pending on this thread only, and goes with it.
+    static func ignoreBrokenPipeOnThisThread() {
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, SIGPIPE)
+        pthread_sigmask(SIG_BLOCK, &set, nil)
+    }
 
     static func closeDescriptor(_ fd: Int32) {
         _ = close(fd)

@@ -6,8 +6,9 @@ import Darwin
 import Synchronization
 import WireProtocol
 
-/// One client WebSocket connection (RFC 6455) on its own thread: TCP connect, the opening
-/// handshake, masked frames out, frames in, pings answered, the closing handshake.
+/// One client WebSocket connection (RFC 6455) on its own thread: TCP connect (and TLS for
+/// `wss://`), the opening handshake, masked frames out, frames in, pings answered, the
+/// closing handshake, permessage-deflate (RFC 7692) when the server agrees to it.
 ///
 /// The thread blocks in `poll` on the socket and a wake pipe, so neither reads nor the
 /// blocking name lookup ever occupy the cooperative pool. Other threads talk to it only
@@ -15,32 +16,62 @@ import WireProtocol
 /// `AsyncStream` that preserves order. Frame parsing and the close/ping rules are
 /// WireProtocol's `WebSocketSession` in the client role; this type only carries out its
 /// actions.
-final class WebSocketConnection: Sendable {
-    enum Event: Sendable, Equatable {
-        /// The handshake succeeded.
-        case opened
-        /// A complete text message.
-        case text([UInt8])
+package final class WebSocketConnection: Sendable {
+    package enum Event: Sendable, Equatable {
+        /// The handshake succeeded; `compression`: permessage-deflate was agreed.
+        case opened(compression: Bool)
+        /// A complete text message; `compressed`: it came deflated (and was inflated).
+        case text([UInt8], compressed: Bool)
         /// A complete binary message (not part of the protocol; reported, not decoded).
         case binary(count: Int)
         /// The connection is over; no more events follow.
         case closed(Ending)
     }
 
-    struct Ending: Sendable, Equatable {
+    package struct Ending: Sendable, Equatable {
         /// Whether the handshake had succeeded.
-        var wasOpen: Bool
+        package var wasOpen: Bool
         /// The Close code the server sent, when it started or answered a closing handshake.
-        var serverCloseCode: UInt16?
+        package var serverCloseCode: UInt16?
         /// What went wrong; nil for a completed closing handshake.
-        var error: TransportError?
+        package var error: TransportError?
+        /// When the server refused the upgrade: its HTTP status (401 for a bad token).
+        package var refusalStatus: Int?
+
+        package init(wasOpen: Bool, serverCloseCode: UInt16? = nil, error: TransportError?, refusalStatus: Int? = nil) {
+            self.wasOpen = wasOpen
+            self.serverCloseCode = serverCloseCode
+            self.error = error
+            self.refusalStatus = refusalStatus
+        }
     }
 
-    struct Settings: Sendable {
-        var connectTimeout: Duration
-        var closeTimeout: Duration
-        var maxMessageSize: Int
+    package struct Settings: Sendable {
+        package var connectTimeout: Duration
+        package var closeTimeout: Duration
+        /// Applies to a compressed message's inflated size too (1009 past it).
+        package var maxMessageSize: Int
+        /// `wss://`: the trust settings; nil: plain TCP.
+        package var tls: TLSClientContext?
+        /// `Sec-WebSocket-Protocol` entries to offer (`tickwire`, `bearer.<token>`).
+        package var protocols: [String]
+        /// Offer permessage-deflate.
+        package var offersCompression: Bool
+
+        package init(connectTimeout: Duration, closeTimeout: Duration, maxMessageSize: Int, tls: TLSClientContext? = nil,
+                     protocols: [String] = [], offersCompression: Bool = false) {
+            self.connectTimeout = connectTimeout
+            self.closeTimeout = closeTimeout
+            self.maxMessageSize = maxMessageSize
+            self.tls = tls
+            self.protocols = protocols
+            self.offersCompression = offersCompression
+        }
     }
+
+    /// 128 bytes, the server's default `--compression-min-size`: below it deflate's block
+    /// header and the CPU cost buy nothing (a Ping is 15 bytes, a Refresh a few hundred).
+    package static let compressionMinBytes = 128
 
     fileprivate enum Command {
         case send([UInt8])
@@ -48,16 +79,16 @@ final class WebSocketConnection: Sendable {
         case abort
     }
 
-    let events: AsyncStream<Event>
+    package let events: AsyncStream<Event>
     /// Monotonic nanoseconds of the last byte received (heartbeat staleness check).
-    let lastReceived = Atomic<UInt64>(0)
+    package let lastReceived = Atomic<UInt64>(0)
     private let continuation: AsyncStream<Event>.Continuation
     private let commands = Mutex<[Command]>([])
     private let isOpen = Atomic<Bool>(false)
     private let wake: WakePipe?
 
     /// Starts connecting at once.
-    init(endpoint: TickwireEndpoint, target: String, settings: Settings) {
+    package init(endpoint: TickwireEndpoint, target: String, settings: Settings) {
         (events, continuation) = AsyncStream<Event>.makeStream()
         wake = try? WakePipe()
         lastReceived.store(Posix.monotonicNanoseconds(), ordering: .relaxed)
@@ -84,25 +115,24 @@ final class WebSocketConnection: Sendable {
         abort()
     }
 
-    /// Sends a masked text frame; false when the connection is not open.
+    /// Sends a text message (masked, and compressed when agreed and worth it); false when
+    /// the connection is not open.
     @discardableResult
-    func send(text: [UInt8]) -> Bool {
+    package func send(text: [UInt8]) -> Bool {
         guard isOpen.load(ordering: .acquiring) else { return false }
-        var rng = SystemRandomNumberGenerator()
-        // A fresh masking key per frame from a strong source (RFC 6455 §5.3, §10.3).
-        let frame = FrameEncoder.frame(opcode: .text, payload: text, mask: rng.next())
-        post(.send(frame))
+        // Framed on the connection's thread, which owns the deflater.
+        post(.send(text))
         return true
     }
 
     /// Starts the closing handshake; the connection ends when the server answers or
     /// `closeTimeout` passes.
-    func close(code: CloseCode = .normalClosure, reason: String = "") {
+    package func close(code: CloseCode = .normalClosure, reason: String = "") {
         post(.close(code, reason))
     }
 
     /// Drops the TCP connection at once, without a closing handshake (a lost network).
-    func abort() {
+    package func abort() {
         post(.abort)
     }
 
@@ -124,9 +154,9 @@ final class WebSocketConnection: Sendable {
         }
     }
 
-    fileprivate func markOpen() {
+    fileprivate func markOpen(compression: Bool) {
         isOpen.store(true, ordering: .releasing)
-        continuation.yield(.opened)
+        continuation.yield(.opened(compression: compression))
     }
 
     fileprivate func deliver(_ event: Event) {
@@ -138,8 +168,15 @@ final class WebSocketConnection: Sendable {
         unowned let connection: WebSocketConnection
         let wake: WakePipe
         let settings: Settings
-        var fd: Int32 = -1
+        var socket: ClientSocket?
         var session: WebSocketSession
+        /// permessage-deflate's terms, once agreed.
+        var deflate: ClientDeflateTerms?
+        /// Made at the first message worth compressing (a zlib deflater holds ~256 KiB).
+        var deflater: MessageDeflater?
+        /// Made at the first compressed message received; its buffer shrinks back after a
+        /// large one.
+        var inflater: MessageInflater?
         var input: [UInt8]
         var inputEnd = 0
         var message: [UInt8] = []
@@ -157,37 +194,70 @@ final class WebSocketConnection: Sendable {
         }
 
         mutating func run(endpoint: TickwireEndpoint, target: String) -> Ending {
-            defer {
-                if fd >= 0 { Posix.closeDescriptor(fd) }
-            }
+            // Releasing the socket closes it (close_notify first under TLS).
+            defer { socket = nil }
             do {
                 try open(endpoint: endpoint, target: target)
-            } catch {
+            } catch let refusal as HandshakeRefusal {
+                return Ending(wasOpen: false, error: .handshake(refusal.reason), refusalStatus: refusal.status)
+            } catch let error as TransportError {
                 return Ending(wasOpen: false, error: error)
+            } catch {
+                return Ending(wasOpen: false, error: .handshake("\(error)"))
             }
-            connection.markOpen()
+            connection.markOpen(compression: deflate != nil)
             return serve()
         }
 
-        /// TCP connect and the opening handshake, all within `connectTimeout`.
-        mutating func open(endpoint: TickwireEndpoint, target: String) throws(TransportError) {
+        /// TCP connect (and TLS) and the opening handshake, all within `connectTimeout`.
+        /// Throws `TransportError`, or `HandshakeRefusal` when the server's answer is not an
+        /// acceptable upgrade.
+        mutating func open(endpoint: TickwireEndpoint, target: String) throws {
             let deadline = Posix.monotonicNanoseconds() + Posix.nanoseconds(settings.connectTimeout)
             let connection = self.connection
-            fd = try Posix.openConnection(host: endpoint.host, port: endpoint.port, deadline: deadline, wake: wake) {
+            let socket = try ClientSocket.open(host: endpoint.host, port: endpoint.port, tls: settings.tls, deadline: deadline, wake: wake) {
                 connection.hasStopCommand()
             }
+            self.socket = socket
             var rng = SystemRandomNumberGenerator()
-            let handshake = ClientHandshake(using: &rng)
-            try Posix.sendAll(fd, handshake.request(hostHeader: endpoint.hostHeader, target: target), deadline: deadline, wake: nil,
-                              what: "sending the WebSocket handshake")
+            let handshake = ClientHandshake(using: &rng, protocols: settings.protocols, offersDeflate: settings.offersCompression)
+            try socket.sendAll(handshake.request(hostHeader: endpoint.hostHeader, target: target), deadline: deadline,
+                               what: "sending the WebSocket handshake")
             var received: [UInt8] = []
             var chunk = [UInt8](repeating: 0, count: 4096)
+            /// Reads more of the answer; false at EOF.
+            func readMore() throws -> Bool {
+                while true {
+                    switch socket.wait(Int16(POLLIN), wake: wake, deadline: deadline) {
+                    case .timedOut: throw TransportError.timedOut("the WebSocket handshake")
+                    case .woken:
+                        if connection.hasStopCommand() { throw TransportError.cancelled }
+                        continue
+                    case .ready: break
+                    }
+                    guard let n = try socket.receive(into: &chunk) else { continue }
+                    if n == 0 { return false }
+                    received += chunk[..<n]
+                    connection.lastReceived.store(Posix.monotonicNanoseconds(), ordering: .relaxed)
+                    return true
+                }
+            }
             while true {
                 switch HTTPResponseHead.parse(received) {
                 case .invalid(let why):
-                    throw .handshake(why)
+                    throw TransportError.handshake(why)
                 case .head(let head):
-                    if let problem = handshake.problem(with: head) { throw .handshake(problem) }
+                    if head.status != 101 {
+                        // A refusal's JSON body says which check failed (401 `expired`, 429
+                        // `connections_per_ip`): read what the head announces, up to 4 KiB.
+                        let announced = head.value("content-length").flatMap { Int($0) } ?? 0
+                        let wanted = head.length + min(max(announced, 0), 4096)
+                        while received.count < wanted, try readMore() {}
+                    }
+                    let agreement = try handshake.accept(head, body: received[head.length...]).get()
+                    deflate = agreement.deflate
+                    session = WebSocketSession(role: .client, maxMessageSize: UInt64(settings.maxMessageSize),
+                                               permessageDeflate: agreement.deflate != nil)
                     // Frames may follow the head in the same read (the server's greeting).
                     let leftover = received[head.length...]
                     if leftover.count > input.count { input = [UInt8](repeating: 0, count: leftover.count) }
@@ -196,20 +266,9 @@ final class WebSocketConnection: Sendable {
                     return
                 case .needMore:
                     // A response head larger than this is not a WebSocket server's.
-                    if received.count > 16 << 10 { throw .handshake("response head over 16 KiB") }
+                    if received.count > 16 << 10 { throw TransportError.handshake("response head over 16 KiB") }
                 }
-                switch Posix.wait(fd, Int16(POLLIN), wake: wake, deadline: deadline) {
-                case .timedOut: throw .timedOut("the WebSocket handshake")
-                case .woken:
-                    if connection.hasStopCommand() { throw .cancelled }
-                    continue
-                case .ready: break
-                }
-                let n = try Posix.receive(fd, into: &chunk)
-                guard let n else { continue }
-                if n == 0 { throw .handshake("the server closed the connection during the handshake") }
-                received += chunk[..<n]
-                connection.lastReceived.store(Posix.monotonicNanoseconds(), ordering: .relaxed)
+                guard try readMore() else { throw TransportError.handshake("the server closed the connection during the handshake") }
             }
         }
 
@@ -221,8 +280,8 @@ final class WebSocketConnection: Sendable {
                 while true {
                     for command in connection.takeCommands() {
                         switch command {
-                        case .send(let frame):
-                            if session.state == .open { output += frame }
+                        case .send(let text):
+                            if session.state == .open { output += frame(text: text) }
                         case let .close(code, reason):
                             if session.beginClose() {
                                 output += FrameEncoder.frame(opcode: .close, payload: FrameEncoder.closePayload(code: code, reason: reason),
@@ -235,8 +294,8 @@ final class WebSocketConnection: Sendable {
                     }
                     try flush()
                     var events = Int16(POLLIN)
-                    if outputSent < output.count { events |= Int16(POLLOUT) }
-                    switch Posix.wait(fd, events, wake: wake, deadline: closeDeadline) {
+                    if hasOutput { events |= Int16(POLLOUT) }
+                    switch socket!.wait(events, wake: wake, deadline: closeDeadline) {
                     case .woken:
                         continue
                     case .timedOut:
@@ -256,7 +315,7 @@ final class WebSocketConnection: Sendable {
         /// Reads what is there and decodes it; an ending when the connection is over.
         mutating func readAndDecode() throws(TransportError) -> Ending? {
             let end = inputEnd
-            let n = try Posix.receive(fd, into: &input, at: end)
+            let n = try socket!.receive(into: &input, at: end)
             guard let n else { return nil }
             if n == 0 {
                 // EOF before the closing handshake completed (RFC 6455 §7.1.5: 1006).
@@ -288,9 +347,30 @@ final class WebSocketConnection: Sendable {
                     case let .message(opcode, start, count, first, last):
                         if first { message.removeAll() }
                         message.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[start..<(start + count)]))
-                        if last {
-                            delivered.append(opcode == .text ? .text(message) : .binary(count: message.count))
-                            message = []
+                        guard last else { break }
+                        var whole: [UInt8] = []
+                        swap(&whole, &message)
+                        if !session.messageIsCompressed {
+                            delivered.append(opcode == .text ? .text(whole, compressed: false) : .binary(count: whole.count))
+                            break
+                        }
+                        // RFC 7692 §7.2.2; the size limit holds for the inflated message.
+                        let inflater = self.inflater ?? MessageInflater()
+                        self.inflater = inflater
+                        let inflated = whole.withUnsafeBytes { compressed -> Result<[UInt8], WebSocketError> in
+                            switch session.inflate(compressed, opcode: opcode, with: inflater) {
+                            case .message(let bytes): return .success(Array(bytes))
+                            case .fail(let error): return .failure(error)
+                            }
+                        }
+                        switch inflated {
+                        case .success(let bytes):
+                            delivered.append(opcode == .text ? .text(bytes, compressed: true) : .binary(count: bytes.count))
+                        case .failure(let error):
+                            outgoing.append(FrameEncoder.frame(opcode: .close, payload: FrameEncoder.closePayload(code: error.closeCode, reason: error.reason),
+                                                               mask: nextMask()))
+                            result = Ending(wasOpen: true, error: .protocolViolation(error.reason, closeCode: error.closeCode.rawValue))
+                            break loop
                         }
                     case let .sendPong(start, count):
                         // Answered here, on the I/O thread: a busy consumer never delays it.
@@ -337,31 +417,49 @@ final class WebSocketConnection: Sendable {
         /// handshake, waits briefly for the server to close TCP first (RFC 6455 §7.1.1).
         mutating func finish(_ ending: Ending) throws(TransportError) -> Ending {
             let deadline = closeDeadline ?? (now() + Posix.nanoseconds(settings.closeTimeout))
-            while outputSent < output.count {
+            guard let socket else { return ending }
+            while hasOutput {
                 try flush()
-                if outputSent < output.count, Posix.wait(fd, Int16(POLLOUT), wake: nil, deadline: deadline) == .timedOut { return ending }
+                if hasOutput, socket.wait(Int16(POLLOUT), wake: nil, deadline: deadline) == .timedOut { return ending }
             }
             if ending.error != nil { return ending }
-            shutdown(fd, Int32(SHUT_WR))
+            socket.shutdownWrite()
             var scratch = [UInt8](repeating: 0, count: 4096)
-            while Posix.wait(fd, Int16(POLLIN), wake: nil, deadline: deadline) != .timedOut {
+            while socket.wait(Int16(POLLIN), wake: nil, deadline: deadline) != .timedOut {
                 // EOF or a reset both end a connection that is already closed.
                 let n: Int?
-                do { n = try Posix.receive(fd, into: &scratch) } catch { break }
+                do { n = try socket.receive(into: &scratch) } catch { break }
                 if n == 0 { break }
             }
             return ending
         }
 
+        /// Frames still to write: ours, or a TLS record the socket has not taken yet.
+        var hasOutput: Bool { outputSent < output.count || socket?.hasHeldOutput == true }
+
         mutating func flush() throws(TransportError) {
-            guard outputSent < output.count else { return }
+            guard let socket, hasOutput else { return }
             let sent = outputSent
-            let n = try Posix.send(fd, output, from: sent)
+            let n = try socket.send(output, from: sent)
             outputSent += n
             if outputSent == output.count {
                 output.removeAll(keepingCapacity: output.count <= 64 << 10)
                 outputSent = 0
             }
+        }
+
+        /// A client text frame: masked with a fresh key from a strong source (RFC 6455
+        /// §5.3, §10.3), and deflated when agreed and the message is big enough to gain.
+        mutating func frame(text: [UInt8]) -> [UInt8] {
+            guard let deflate, text.count >= WebSocketConnection.compressionMinBytes else {
+                return FrameEncoder.frame(opcode: .text, payload: text, mask: nextMask())
+            }
+            let deflater = self.deflater ?? MessageDeflater(windowBits: deflate.deflaterWindowBits, runLengthOnly: deflate.deflaterRunLengthOnly)
+            self.deflater = deflater
+            let compressed = deflater.compress(text)
+            // Deflate that does not shrink the message is not worth the peer's inflate.
+            guard compressed.count < text.count else { return FrameEncoder.frame(opcode: .text, payload: text, mask: nextMask()) }
+            return FrameEncoder.frame(opcode: .text, payload: compressed, mask: nextMask(), compressed: true)
         }
 
         func now() -> UInt64 { Posix.monotonicNanoseconds() }
