@@ -111,6 +111,9 @@ public struct ServerConfiguration: Sendable {
     public var publishToken: String?
     /// Symbols one Subscribe may name.
     public var maxSymbolsPerSubscription = 256
+    /// The highest `max_frequency` a Subscribe may ask for (updates per second per key):
+    /// screens redraw at 60 Hz at most, and a higher rate is the full feed in all but name.
+    public var maxFrequencyLimit = 60
     /// Run the built-in market simulator.
     public var simulator = true
     public var simulatorSymbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT"]
@@ -201,6 +204,7 @@ public struct ServerConfiguration: Sendable {
             if !(10...60_000).contains(redisCommandTimeoutMilliseconds) { problems.append("--redis-command-timeout must be between 10 ms and 60 s") }
             if !(100...600_000).contains(redisStartupTimeoutMilliseconds) { problems.append("--redis-startup-timeout must be between 0.1 s and 10 min") }
         }
+        if !(1...1000).contains(maxFrequencyLimit) { problems.append("--max-frequency-limit must be between 1 and 1000 updates per second (got \(maxFrequencyLimit))") }
         if !(0.1...100_000).contains(simulatorRate) { problems.append("--sim-rate must be between 0.1 and 100000 messages per second") }
         return problems
     }

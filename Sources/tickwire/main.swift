@@ -132,6 +132,9 @@ struct Tickwire: ParsableCommand {
     @Option(help: "Most symbols one connection's subscription may name.")
     var maxSymbols = 256
 
+    @Option(help: "Highest max_frequency (updates per second per symbol and timeframe) a Subscribe may ask for on prices and candles; more gets Error INVALID_SUBSCRIPTION.")
+    var maxFrequencyLimit = 60
+
     @Option(help: "permessage-deflate for clients that offer it: on or off. Broadcasts are compressed once per message, not per client.")
     var compression = "on"
 
@@ -198,6 +201,7 @@ struct Tickwire: ParsableCommand {
         config.maxConnectionsPerAccount = maxConnectionsPerAccount
         config.maxMessagesPerSecond = maxMessagesPerSecond
         config.maxSymbolsPerSubscription = maxSymbols
+        config.maxFrequencyLimit = maxFrequencyLimit
         config.host = host
         config.port = port
         config.workers = workers ?? ReactorCount.online

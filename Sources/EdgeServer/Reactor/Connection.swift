@@ -55,6 +55,9 @@ struct ConnectionFlags: OptionSet {
     static let deflate = ConnectionFlags(rawValue: 1 << 18)
     /// ...and with a full window, so broadcasts go in their shared compressed form.
     static let deflateBroadcasts = ConnectionFlags(rawValue: 1 << 19)
+    /// Its subscription has a `max_frequency`: price and candle updates come from its rate
+    /// groups (`extras.throttle`), not from the log.
+    static let throttled = ConnectionFlags(rawValue: 1 << 20)
 }
 
 /// One connection's state. A plain struct with no references (so no ARC), living at a
