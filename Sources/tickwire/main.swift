@@ -135,6 +135,9 @@ struct Tickwire: ParsableCommand {
     @Option(help: "Highest max_frequency (updates per second per symbol and timeframe) a Subscribe may ask for on prices and candles; more gets Error INVALID_SUBSCRIPTION.")
     var maxFrequencyLimit = 60
 
+    @Option(help: "Bytes per second sent to each /ws connection (0: no cap). Past it, prices and candles are conflated to the newest per key; trades and positions are queued (1013 past --max-backlog).")
+    var maxBandwidth = ByteSizeArgument(bytes: 0)
+
     @Option(help: "permessage-deflate for clients that offer it: on or off. Broadcasts are compressed once per message, not per client.")
     var compression = "on"
 
@@ -202,6 +205,7 @@ struct Tickwire: ParsableCommand {
         config.maxMessagesPerSecond = maxMessagesPerSecond
         config.maxSymbolsPerSubscription = maxSymbols
         config.maxFrequencyLimit = maxFrequencyLimit
+        config.maxBandwidthBytesPerSecond = maxBandwidth.bytes
         config.host = host
         config.port = port
         config.workers = workers ?? ReactorCount.online

@@ -319,3 +319,64 @@ def test_many_subscribers_all_end_on_the_last_value(make):
     assert srv.metric("tickwire_max_frequency_releases_total") <= 2 * (4 * 2 + 2)
     for c in clients:
         c.close()
+
+
+def test_bandwidth_cap_conflates_prices_and_keeps_every_trade(make):
+    srv = make("--max-bandwidth", "8KiB")
+    c = Client(srv)
+    c.until("Connected")
+    c.subscribe(channels=["prices", "trades"])
+    pad = "p" * 200
+    batch = []
+    for i in range(1500):
+        m = market("BTCUSDT", float(i))
+        m["data"]["note"] = pad
+        batch.append(m)
+        if i % 100 == 0:
+            batch.append(trade("BTCUSDT", i))
+    started = time.monotonic()
+    srv.publish(batch)   # ~450 KB: a minute of this cap without conflation
+    c.drain_until(lambda c: any(m["data"]["price"] == 1499.0 for m in c.of("MarketData")) and len(c.of("TradeExecuted")) == 15,
+                  timeout=20, what="the last price and every trade")
+    elapsed = time.monotonic() - started
+    prices = [m["data"]["price"] for m in c.of("MarketData")]
+    assert [m["data"]["price"] for m in c.of("TradeExecuted")] == [float(i) for i in range(0, 1500, 100)]
+    assert prices == sorted(prices), "an older price after a newer one"
+    assert len(prices) < 300, f"{len(prices)} of 1500 prices: nothing was conflated"
+    assert elapsed < 15
+    assert_seq_ordered(c)
+    assert srv.metric("tickwire_bandwidth_limited_total") > 0
+    assert srv.metric("tickwire_slow_consumer_conflated_total") > 0
+    c.close()
+
+
+def test_bandwidth_cap_bounds_the_rate_of_a_full_feed(make):
+    srv = make("--max-bandwidth", "16KiB")
+    c = Client(srv)
+    c.until("Connected")
+    c.subscribe(channels=["prices"])
+    received = [0]
+    stop = threading.Event()
+
+    def read_all():
+        while not stop.is_set():
+            try:
+                m = c.next(timeout=0.2)
+                received[0] += len(json.dumps(m))
+            except socket.timeout:
+                pass
+            except (EOFError, OSError):
+                return
+
+    t = threading.Thread(target=read_all, daemon=True)
+    t.start()
+    started = time.monotonic()
+    last, _ = feed(srv, 2.0, per_batch=20, period=0.02)
+    wait_for(lambda: any(m["type"] == "MarketData" and m["data"]["price"] == last["BTCUSDT"] for m in list(c.seen)), timeout=10,
+             what="the last price")
+    elapsed = time.monotonic() - started
+    stop.set()
+    t.join(2)
+    # One second of burst plus 16 KiB/s, with room for frame headers and timing.
+    assert received[0] <= 16384 * (elapsed + 1) * 1.2, f"{received[0]} bytes in {elapsed:.1f}s"
+    c.close()

@@ -44,6 +44,15 @@ final class SlowConsumers {
     }
 
     /// Copies a subscriber's pending frames (conflating as it goes) into a private queue.
+    /// --max-bandwidth held the connection back: its pending frames move to its own queue,
+    /// where prices and candles conflate while it waits for tokens; events past the bound
+    /// close it with 1013, as for any slow consumer.
+    func holdForBandwidth(_ c: UnsafeMutablePointer<Connection>) {
+        guard BroadcastPath.slowQueue(c) == nil, c.pointee.flags.contains(.broadcastPending) else { return }
+        let queue = moveToQueue(c)
+        if queue.pendingBytes > maxBacklogBytes { disconnect(c, queue) }
+    }
+
     @discardableResult
     func moveToQueue(_ c: UnsafeMutablePointer<Connection>) -> SlowConsumerQueue {
         let log = path.log

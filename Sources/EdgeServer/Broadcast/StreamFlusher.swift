@@ -30,6 +30,15 @@ final class StreamFlusher {
 
     private enum Piece: UInt8 { case log, control, group, partialGroup }
 
+    /// --max-bandwidth in bytes per second (0: off).
+    private let maxBandwidth: Int
+    /// Connections waiting for their bandwidth tokens, and when the first is due.
+    private var bandwidthWaiters: [(slot: UInt32, generation: UInt32)] = []
+    private(set) var bandwidthDeadline: UInt32?
+    /// An iovec shortened to fit the bucket, and its real length (restored after the write).
+    private var cutIndex = -1
+    private var cutLength = 0
+
     /// The bytes of a log entry for this subscriber: the shared plain frame, or the shared
     /// compressed one for a connection that negotiated permessage-deflate.
     @inline(__always)
@@ -53,6 +62,7 @@ final class StreamFlusher {
         iovSeqs = .allocate(capacity: Self.maxIovecs)
         iovEntries = .allocate(capacity: Self.maxIovecs)
         held.reserveCapacity(256)
+        maxBandwidth = worker.config.maxBandwidthBytesPerSecond
     }
 
     deinit {
@@ -107,7 +117,7 @@ final class StreamFlusher {
                 finishScan(c, at: scannedTo)
                 break
             }
-            let written = write(c, n)
+            let (written, cut) = writeWithin(c, n, total: total)
             if written < 0 {
                 let err = errno
                 if err == EINTR { continue }
@@ -115,6 +125,7 @@ final class StreamFlusher {
                 worker.lifecycle.writeFailed(c, errno: err)
                 return false
             }
+            if written == 0 && cut { bandwidthLimited(c); return c.pointee.isLive }
             stats.bytesSent.bump(UInt64(written))
             if written == total {
                 var sent: UInt64 = 0
@@ -164,6 +175,7 @@ final class StreamFlusher {
                 stats.messagesSent.bump(sent)
                 c.pointee.flags.insert(.sentBroadcast)
             }
+            if cut { bandwidthLimited(c); return c.pointee.isLive }
             watchWrites(c, true)
             return true
         }
@@ -173,6 +185,82 @@ final class StreamFlusher {
         }
         watchWrites(c, false)
         return true
+    }
+
+    // MARK: - --max-bandwidth
+
+    /// The bytes `c` may be sent now (its bucket refilled), or Int.max without a cap.
+    @inline(__always)
+    private func allowance(_ c: UnsafeMutablePointer<Connection>) -> Int {
+        if maxBandwidth == 0 { return Int.max }
+        let now = worker.clock.now
+        // The bucket holds one second: a longer gap fills it, and cannot overflow the product.
+        let elapsed = min(1000, Int(now &- c.pointee.bandwidthStamp))
+        c.pointee.bandwidthStamp = now
+        c.pointee.bandwidthTokens = min(maxBandwidth, c.pointee.bandwidthTokens + elapsed * maxBandwidth / 1000)
+        return c.pointee.bandwidthTokens
+    }
+
+    /// Writes iovecs [0, n) (`total` bytes), at most what the bucket allows. Returns what
+    /// was written (or -1 with errno), and whether the bucket, not the socket, stopped it.
+    @inline(__always)
+    private func writeWithin(_ c: UnsafeMutablePointer<Connection>, _ n: Int, total: Int) -> (written: Int, cut: Bool) {
+        let allowed = allowance(c)
+        if allowed >= total {
+            let written = write(c, n)
+            if maxBandwidth > 0 && written > 0 { c.pointee.bandwidthTokens -= written }
+            return (written, false)
+        }
+        if allowed <= 0 { return (0, true) }
+        var left = allowed
+        var count = n
+        for k in 0..<n {
+            if iovecs[k].iov_len >= left {
+                cutIndex = k
+                cutLength = iovecs[k].iov_len
+                iovecs[k].iov_len = left
+                count = k + 1
+                break
+            }
+            left -= iovecs[k].iov_len
+        }
+        let written = write(c, count)
+        if cutIndex >= 0 { iovecs[cutIndex].iov_len = cutLength; cutIndex = -1 }
+        if written > 0 { c.pointee.bandwidthTokens -= written }
+        return (written, written == allowed)
+    }
+
+    /// The bucket is empty: no write interest (the socket is not what waits), prices and
+    /// candles conflate in the connection's own queue, and it is flushed again once tokens
+    /// return (one retry list and the reactor's one timer, not a timer per connection).
+    private func bandwidthLimited(_ c: UnsafeMutablePointer<Connection>) {
+        stats.bandwidthLimited.bump()
+        watchWrites(c, false)
+        worker.slowConsumers.holdForBandwidth(c)
+        guard c.pointee.isLive, !c.pointee.flags.contains(.bandwidthWaiting) else { return }
+        c.pointee.flags.insert(.bandwidthWaiting)
+        bandwidthWaiters.append((c.pointee.slot, c.pointee.generation))
+        // When one more full frame's worth (about 1/100 s of the cap) is back, at least 10 ms on.
+        let deficit = max(0, -c.pointee.bandwidthTokens) + maxBandwidth / 100
+        let wait = UInt32(max(10, min(1000, deficit * 1000 / maxBandwidth)))
+        let due = worker.clock.now &+ wait
+        if let d = bandwidthDeadline, DeadlineList.hasPassed(d, now: due) { return }
+        bandwidthDeadline = due
+    }
+
+    /// The retry time came: every waiting connection is flushed again (and waits again if
+    /// its bucket is still short).
+    func retryBandwidth(now: UInt32) {
+        guard let d = bandwidthDeadline, DeadlineList.hasPassed(d, now: now) else { return }
+        bandwidthDeadline = nil
+        let waiters = bandwidthWaiters
+        bandwidthWaiters.removeAll(keepingCapacity: true)
+        for w in waiters {
+            let c = worker.table.pointer(w.slot)
+            guard c.pointee.isLive, c.pointee.generation == w.generation else { continue }
+            c.pointee.flags.remove(.bandwidthWaiting)
+            worker.output.markDirty(c)
+        }
     }
 
     /// The gathered iovecs to the socket, through the TLS session when there is one.
@@ -277,7 +365,7 @@ final class StreamFlusher {
                 finishScan(c, at: scannedTo)
                 break
             }
-            let written = write(c, n)
+            let (written, cut) = writeWithin(c, n, total: total)
             if written < 0 {
                 let err = errno
                 if err == EINTR { continue }
@@ -285,6 +373,7 @@ final class StreamFlusher {
                 worker.lifecycle.writeFailed(c, errno: err)
                 return false
             }
+            if written == 0 && cut { bandwidthLimited(c); return c.pointee.isLive }
             stats.bytesSent.bump(UInt64(written))
             var left = written
             var sent: UInt64 = 0
@@ -361,6 +450,7 @@ final class StreamFlusher {
             }
             if fromGroups > 0 { stats.rateDeliveries.bump(fromGroups) }
             if stopped || written < total {
+                if cut { bandwidthLimited(c); return c.pointee.isLive }
                 watchWrites(c, true)
                 return true
             }
@@ -416,7 +506,7 @@ final class StreamFlusher {
                 n += 1
             }
             if n == 0 { break }
-            let written = write(c, n)
+            let (written, cut) = writeWithin(c, n, total: total)
             if written < 0 {
                 let err = errno
                 if err == EINTR { continue }
@@ -424,6 +514,7 @@ final class StreamFlusher {
                 worker.lifecycle.writeFailed(c, errno: err)
                 return false
             }
+            if written == 0 && cut { bandwidthLimited(c); return c.pointee.isLive }
             stats.bytesSent.bump(UInt64(written))
             // Split the written bytes between the queue (before the mark) and our own bytes.
             var left = written
@@ -440,6 +531,7 @@ final class StreamFlusher {
                 if left > 0 { queue.consume(left) }
             }
             if written < total {
+                if cut { bandwidthLimited(c); return c.pointee.isLive }
                 watchWrites(c, true)
                 return true
             }

@@ -158,6 +158,7 @@ final class ConnectionTimers {
         }
         // max_frequency ticks share this timer: no timer per connection or per group.
         worker.broadcast.rateGroups.fire(now: clock.monotonic)
+        worker.streamFlusher.retryBandwidth(now: now)
         rearm()
     }
 
@@ -183,6 +184,7 @@ final class ConnectionTimers {
         consider(closing.headDeadline({ timeoutLinks($0) }))
         consider(ping.headDeadline({ heartbeatLinks($0) }))
         consider(worker.broadcast.rateGroups.nextDeadline)
+        consider(worker.streamFlusher.bandwidthDeadline)
         guard let earliest else {
             if armed { ev_timer_stop(worker.loop.raw, watcher); armed = false }
             return

@@ -68,6 +68,8 @@ final class WorkerStats: Sendable {
     let rateConflated = Atomic<UInt64>(0)
     let rateReleases = Atomic<UInt64>(0)
     let rateDeliveries = Atomic<UInt64>(0)
+    /// Writes held back because the connection reached --max-bandwidth.
+    let bandwidthLimited = Atomic<UInt64>(0)
     /// Publish requests the reactor refused before the publisher saw them, by reason.
     let publishRejections: InlineArray<3, Atomic<UInt64>> = InlineArray { _ in Atomic<UInt64>(0) }
 

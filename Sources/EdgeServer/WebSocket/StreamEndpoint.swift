@@ -41,6 +41,8 @@ final class StreamEndpoint {
         c.pointee.minSeq = 0
         c.pointee.rateTokens = Float(2 * config.maxMessagesPerSecond)
         c.pointee.rateStamp = worker.clock.now
+        c.pointee.bandwidthTokens = config.maxBandwidthBytesPerSecond
+        c.pointee.bandwidthStamp = worker.clock.now
         if let grant {
             c.pointee.flags.insert(.authenticated)
             path.grant(c, grant)
