@@ -402,6 +402,7 @@ func argumentsWithEnvironment() -> [String] {
         "jwt-audience", "jwt-leeway", "token-refresh-lead", "max-connections-per-ip", "max-new-connections-per-ip",
         "max-connections-per-account", "max-messages-per-second", "max-symbols", "compression", "compression-min-size",
         "redis", "redis-password-file", "redis-connect-timeout", "redis-command-timeout", "redis-startup-timeout",
+        "max-frequency-limit", "max-bandwidth",
     ]
     let flags = ["echo", "pin-workers"]
     func variable(_ option: String) -> String? {

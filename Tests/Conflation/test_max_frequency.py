@@ -4,6 +4,7 @@ counted over a window, with a generous bound), the last value always delivered, 
 never throttled, the stream kept in seq order, invalid values refused with the
 subscription unchanged, the frequency echoed, compressed subscribers, and resume."""
 import json
+import os
 import pathlib
 import socket
 import sys
@@ -165,6 +166,10 @@ def test_bad_limit_is_refused_at_start_up(tmp_path):
     r = subprocess.run([BIN, "--no-simulator", "--max-frequency-limit", "0"], capture_output=True, text=True, timeout=30)
     assert r.returncode != 0
     assert "--max-frequency-limit" in (r.stdout + r.stderr)
+    # The same check through the environment (deploy/systemd/tickwire.env).
+    for name, value, flag in (("TICKWIRE_MAX_FREQUENCY_LIMIT", "0", "--max-frequency-limit"), ("TICKWIRE_MAX_BANDWIDTH", "100", "--max-bandwidth")):
+        r = subprocess.run([BIN, "--no-simulator"], capture_output=True, text=True, timeout=30, env={**os.environ, name: value})
+        assert r.returncode != 0 and flag in (r.stdout + r.stderr), (name, r.stderr)
 
 
 def test_rate_honoured_last_value_delivered_trades_never_throttled(make):
