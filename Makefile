@@ -40,6 +40,8 @@ test: deps
 	TICKWIRE_BIN=$(DEBUG_BIN) $(PYTHON) -m pytest -q Tests/TLS Tests/Auth Tests/Compression
 	# The cluster: each test starts its own redis-server on a free loopback port and stops it.
 	TICKWIRE_BIN=$(DEBUG_BIN) $(PYTHON) -m pytest -q Tests/Cluster
+	# max_frequency over real sockets: rate, newest value, events never throttled, resume (issue 12).
+	TICKWIRE_BIN=$(DEBUG_BIN) $(PYTHON) -m pytest -q Tests/Conflation
 	Fuzz/fuzz.sh run $(FUZZ_TEST_SECONDS)
 	VENV=$(VENV) scripts/browser-test.sh $(DEBUG_BIN)
 

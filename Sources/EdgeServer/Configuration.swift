@@ -114,6 +114,13 @@ public struct ServerConfiguration: Sendable {
     public var publishToken: String?
     /// Symbols one Subscribe may name.
     public var maxSymbolsPerSubscription = 256
+    /// The highest `max_frequency` a Subscribe may ask for (updates per second per key):
+    /// screens redraw at 60 Hz at most, and a higher rate is the full feed in all but name.
+    public var maxFrequencyLimit = 60
+    /// Bytes per second each `/ws` connection may be sent (0: no cap). Past it, prices and
+    /// candles are conflated (newest per key) until the bucket refills; events are queued
+    /// under --max-backlog as for any slow consumer.
+    public var maxBandwidthBytesPerSecond = 0
     /// Run the built-in market simulator.
     public var simulator = true
     public var simulatorSymbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT"]
@@ -211,6 +218,10 @@ public struct ServerConfiguration: Sendable {
             if !(100...600_000).contains(redisStartupTimeoutMilliseconds) { problems.append("--redis-startup-timeout must be between 0.1 s and 10 min") }
             if let why = LeaderLease.validate(ttl: Double(leaderLeaseTTLMilliseconds) / 1000) { problems.append("--leader-lease-ttl \(why)") }
         }
+        if maxBandwidthBytesPerSecond != 0 && !((1 << 10)...(1 << 34)).contains(maxBandwidthBytesPerSecond) {
+            problems.append("--max-bandwidth must be 0 (no cap) or between 1KiB and 16GiB per second (got \(maxBandwidthBytesPerSecond))")
+        }
+        if !(1...1000).contains(maxFrequencyLimit) { problems.append("--max-frequency-limit must be between 1 and 1000 updates per second (got \(maxFrequencyLimit))") }
         if !(0.1...100_000).contains(simulatorRate) { problems.append("--sim-rate must be between 0.1 and 100000 messages per second") }
         return problems
     }

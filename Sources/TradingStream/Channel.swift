@@ -58,6 +58,20 @@ public enum Channel: UInt8, CaseIterable, Sendable {
         case .positionUpdate, .tradeExecuted, .aiSignalReceived, .error: return false
         }
     }
+
+    /// Whether `max_frequency` applies (PROTOCOL.md "Maximum frequency"): the price and
+    /// candle streams, which a screen redraws a few times a second. Bot status is
+    /// conflatable for slow consumers but rare, and events are never throttled.
+    @inlinable
+    public var isThrottleable: Bool {
+        switch self {
+        case .marketData, .chartUpdate: return true
+        default: return false
+        }
+    }
+
+    /// The throttleable channels' bits.
+    public static let throttleMask: UInt8 = Channel.marketData.bit | Channel.chartUpdate.bit
 }
 
 /// 64-bit FNV-1a: symbols and conflation keys are compared by hash on the hot path.

@@ -6,6 +6,9 @@ public struct Subscription: Sendable, Equatable {
     public var symbolHashes: [UInt64]
     /// The symbols as given (for SubscriptionConfirmed), in the client's order.
     public var symbols: [String]
+    /// `max_frequency`: updates per second per key on the throttleable channels
+    /// (`Channel.isThrottleable`); 0: every update, as published.
+    public var maxFrequency: Int = 0
 
     public static let everything = Subscription(channelMask: Channel.allMask, symbolHashes: [], symbols: [])
 
@@ -23,7 +26,10 @@ public struct Subscription: Sendable, Equatable {
         self.init(channelMask: mask, symbolHashes: unique.map(SymbolHash.hash).sorted(), symbols: unique)
     }
 
+    /// Every channel and symbol (at whatever frequency).
     public var isEverything: Bool { channelMask == Channel.allMask && symbolHashes.isEmpty }
+    /// Whether some of its updates go through the rate groups rather than straight from the log.
+    public var isThrottled: Bool { maxFrequency > 0 && channelMask & Channel.throttleMask != 0 }
     public var channels: [Channel] { Channel.allCases.filter { channelMask & $0.bit != 0 } }
 
     /// Whether a message on `channel` about `symbolHash` (0: none) matches.

@@ -132,6 +132,12 @@ struct Tickwire: ParsableCommand {
     @Option(help: "Most symbols one connection's subscription may name.")
     var maxSymbols = 256
 
+    @Option(help: "Highest max_frequency (updates per second per symbol and timeframe) a Subscribe may ask for on prices and candles; more gets Error INVALID_SUBSCRIPTION.")
+    var maxFrequencyLimit = 60
+
+    @Option(help: "Bytes per second sent to each /ws connection (0: no cap). Past it, prices and candles are conflated to the newest per key; trades and positions are queued (1013 past --max-backlog).")
+    var maxBandwidth = ByteSizeArgument(bytes: 0)
+
     @Option(help: "permessage-deflate for clients that offer it: on or off. Broadcasts are compressed once per message, not per client.")
     var compression = "on"
 
@@ -205,6 +211,8 @@ struct Tickwire: ParsableCommand {
         config.maxConnectionsPerAccount = maxConnectionsPerAccount
         config.maxMessagesPerSecond = maxMessagesPerSecond
         config.maxSymbolsPerSubscription = maxSymbols
+        config.maxFrequencyLimit = maxFrequencyLimit
+        config.maxBandwidthBytesPerSecond = maxBandwidth.bytes
         config.host = host
         config.port = port
         config.workers = workers ?? ReactorCount.online
@@ -402,7 +410,7 @@ func argumentsWithEnvironment() -> [String] {
         "jwt-audience", "jwt-leeway", "token-refresh-lead", "max-connections-per-ip", "max-new-connections-per-ip",
         "max-connections-per-account", "max-messages-per-second", "max-symbols", "compression", "compression-min-size", "compression-level",
         "redis", "redis-password-file", "redis-connect-timeout", "redis-command-timeout", "redis-startup-timeout",
-        "leader-lease-ttl",
+        "leader-lease-ttl", "max-frequency-limit", "max-bandwidth",
     ]
     let flags = ["echo", "pin-workers"]
     func variable(_ option: String) -> String? {

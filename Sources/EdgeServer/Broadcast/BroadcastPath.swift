@@ -29,6 +29,8 @@ final class BroadcastPath {
     let inbox = SPSCQueue<Unmanaged<BroadcastFrame>>()
     let log: BroadcastLog
     let index = SubscriptionIndex()
+    /// `max_frequency` subscribers' cohorts and rate groups.
+    let rateGroups: RateGroups
     /// Connections whose socket is full (EV_WRITE watched).
     private(set) var blocked: [UInt32] = []
     private var batchNumber: UInt32 = 0
@@ -50,6 +52,7 @@ final class BroadcastPath {
         stats = worker.stats
         config = worker.config
         epoch = worker.context.epoch
+        rateGroups = RateGroups(worker: worker, output: output)
     }
 
     // MARK: - Arrival
@@ -87,6 +90,7 @@ final class BroadcastPath {
         epoch = newEpoch
         epochResets += 1
         log.beginEpoch()
+        rateGroups.beginEpoch()
         var closed = 0
         for slot in 0..<table.highWater {
             let c = table.pointer(slot)
@@ -108,9 +112,13 @@ final class BroadcastPath {
         // The index lists these frames can concern: one per channel, one per (channel, symbol).
         keysScratch.removeAll(keepingCapacity: true)
         var anyPublic = false
+        let throttling = rateGroups.isActive
         var i = first
         while i < log.end {
             let e = log.entry(i)
+            if throttling && e.pointee.accountHash == 0 && Channel.throttleMask & (1 << e.pointee.channel) != 0 {
+                rateGroups.offer(e)
+            }
             if e.pointee.accountHash != 0 {
                 // Private: only the connections its account's list names are touched.
                 let ak = SubscriptionIndex.accountKey(e.pointee.accountHash)
@@ -185,6 +193,10 @@ final class BroadcastPath {
     static func matches(_ c: UnsafeMutablePointer<Connection>, _ e: UnsafeMutablePointer<LogEntry>) -> Bool {
         if c.pointee.channelMask & (1 << e.pointee.channel) == 0 { return false }
         if e.pointee.seq <= c.pointee.minSeq { return false }
+        // A throttled subscriber gets public prices and candles from its rate groups.
+        if c.pointee.flags.contains(.throttled) && e.pointee.accountHash == 0 && Channel.throttleMask & (1 << e.pointee.channel) != 0 {
+            return false
+        }
         if e.pointee.accountHash != 0 {
             guard c.pointee.flags.contains(.hasAccounts), let x = Self.extras(c),
                   x.mayRead(accountHash: e.pointee.accountHash, frame: e.pointee.frame.takeUnretainedValue())
@@ -306,6 +318,7 @@ final class BroadcastPath {
     func releaseState(_ c: UnsafeMutablePointer<Connection>) {
         leaveIndex(c)
         leaveAccounts(c)
+        if let e = Self.extras(c) { rateGroups.leave(c, e) }
         c.pointee.flags.remove([.broadcastPending, .filtered, .sentBroadcast])
         if let raw = c.pointee.extras {
             Unmanaged<ConnectionExtras>.fromOpaque(raw).release()
@@ -319,9 +332,26 @@ final class BroadcastPath {
     func joinIndex(_ c: UnsafeMutablePointer<Connection>, _ subscription: Subscription) {
         leaveIndex(c)
         c.pointee.channelMask = subscription.channelMask
+        if subscription.isThrottled {
+            // Listed only for its unthrottled channels: a price tick never touches it; its
+            // rate groups do (RateGroups).
+            let e = ensureExtras(c)
+            e.subscription = subscription
+            if subscription.symbolHashes.isEmpty { c.pointee.flags.remove(.filtered) } else { c.pointee.flags.insert(.filtered) }
+            var listed = subscription
+            listed.channelMask &= ~Channel.throttleMask
+            listed.maxFrequency = 0
+            if listed.channelMask != 0 {
+                index.add(c.pointee.slot, listed, position: &c.pointee.indexPosition, extras: e)
+            }
+            rateGroups.join(c, e, subscription, lastSent: max(log.headSeq, c.pointee.minSeq))
+            c.pointee.flags.insert(.indexed)
+            return
+        }
+        if let e = Self.extras(c), e.throttle != nil { rateGroups.leave(c, e) }
         if subscription.isEverything {
             c.pointee.flags.remove(.filtered)
-            if let e = Self.extras(c) { e.subscription = .everything }
+            if let e = Self.extras(c) { e.subscription = subscription }
             releaseExtrasIfEmpty(c)
             index.add(c.pointee.slot, subscription, position: &c.pointee.indexPosition, extras: nil)
         } else {
@@ -375,7 +405,7 @@ final class BroadcastPath {
 
     /// The subscription a connection has now.
     func currentSubscription(_ c: UnsafeMutablePointer<Connection>) -> Subscription {
-        if let e = Self.extras(c), c.pointee.channelMask != Channel.allMask || c.pointee.flags.contains(.filtered) {
+        if let e = Self.extras(c), c.pointee.channelMask != Channel.allMask || c.pointee.flags.contains(.filtered) || e.subscription.maxFrequency != 0 {
             return e.subscription
         }
         return c.pointee.channelMask == Channel.allMask ? .everything : Subscription(channelMask: c.pointee.channelMask, symbolHashes: [], symbols: [])

@@ -44,12 +44,29 @@ final class SlowConsumers {
     }
 
     /// Copies a subscriber's pending frames (conflating as it goes) into a private queue.
+    /// --max-bandwidth held the connection back: its pending frames move to its own queue,
+    /// where prices and candles conflate while it waits for tokens; events past the bound
+    /// close it with 1013, as for any slow consumer.
+    func holdForBandwidth(_ c: UnsafeMutablePointer<Connection>) {
+        guard BroadcastPath.slowQueue(c) == nil, c.pointee.flags.contains(.broadcastPending) else { return }
+        let queue = moveToQueue(c)
+        if queue.pendingBytes > maxBacklogBytes { disconnect(c, queue) }
+    }
+
     @discardableResult
     func moveToQueue(_ c: UnsafeMutablePointer<Connection>) -> SlowConsumerQueue {
         let log = path.log
         let queue = SlowConsumerQueue()
         var newMark: UInt64?
         let hasControl = !c.pointee.output.isEmpty
+        let throttle = c.pointee.flags.contains(.throttled) ? BroadcastPath.extras(c)?.throttle : nil
+        if let t = throttle, let p = t.partial {
+            // The rest of a group update the socket took part of goes first.
+            queue.append(p.frame, bytes: p.bytes, count: p.count, key: 0)
+            queue.consume(Int(p.offset))
+            p.frame.release()
+            t.partial = nil
+        }
         if c.pointee.flags.contains(.broadcastPending) {
             var index = c.pointee.cursor
             while index < log.end {
@@ -57,9 +74,11 @@ final class SlowConsumers {
                 let e = log.entry(index)
                 let partlyWritten = index == c.pointee.cursor && c.pointee.cursorOffset > 0
                 if BroadcastPath.matches(c, e) || partlyWritten {
+                    if let t = throttle, !partlyWritten { queueHeld(c, t, queue, before: e.pointee.seq) }
                     let (bytes, count) = worker.streamFlusher.wire(c, e)
                     queue.append(e.pointee.frame, bytes: bytes, count: count, key: Self.conflationKey(e))
                     if partlyWritten { queue.consume(Int(c.pointee.cursorOffset)) }
+                    if let t = throttle { t.lastSent = max(t.lastSent, e.pointee.seq) }
                 }
                 index += 1
             }
@@ -76,12 +95,15 @@ final class SlowConsumers {
     /// New frames [first, log.end) for a subscriber already in its own queue.
     func append(_ c: UnsafeMutablePointer<Connection>, _ queue: SlowConsumerQueue, from first: UInt64) {
         let log = path.log
+        let throttle = c.pointee.flags.contains(.throttled) ? BroadcastPath.extras(c)?.throttle : nil
         var index = first
         while index < log.end {
             let e = log.entry(index)
             if BroadcastPath.matches(c, e) {
+                if let t = throttle { queueHeld(c, t, queue, before: e.pointee.seq) }
                 let (bytes, count) = worker.streamFlusher.wire(c, e)
-                    queue.append(e.pointee.frame, bytes: bytes, count: count, key: Self.conflationKey(e))
+                queue.append(e.pointee.frame, bytes: bytes, count: count, key: Self.conflationKey(e))
+                if let t = throttle { t.lastSent = max(t.lastSent, e.pointee.seq) }
             }
             index += 1
         }
@@ -95,6 +117,33 @@ final class SlowConsumers {
             output.markDirty(c)
         }
     }
+
+    /// A throttled slow consumer: its group updates held below `seq` join its queue ahead
+    /// of the frame with that seq, so that its stream stays in seq order.
+    private func queueHeld(_ c: UnsafeMutablePointer<Connection>, _ t: ThrottleState, _ queue: SlowConsumerQueue, before seq: UInt64) {
+        path.rateGroups.collect(t, includeHeld: true, into: &heldScratch)
+        for u in heldScratch where u.seq < seq {
+            let (bytes, count) = worker.streamFlusher.wire(c, u.entry)
+            queue.append(u.entry.pointee.frame, bytes: bytes, count: count, key: Self.conflationKey(u.entry))
+            t.lastSent = max(t.lastSent, u.seq)
+        }
+    }
+
+    /// A throttled slow consumer's released group updates join its queue (a tick came).
+    func queueReleased(_ c: UnsafeMutablePointer<Connection>, _ t: ThrottleState, _ queue: SlowConsumerQueue) {
+        path.rateGroups.collect(t, includeHeld: false, into: &heldScratch)
+        for u in heldScratch {
+            let (bytes, count) = worker.streamFlusher.wire(c, u.entry)
+            queue.append(u.entry.pointee.frame, bytes: bytes, count: count, key: Self.conflationKey(u.entry))
+            t.lastSent = max(t.lastSent, u.seq)
+        }
+        if queue.conflated > 0 {
+            stats.conflated.bump(queue.conflated)
+            queue.conflated = 0
+        }
+    }
+
+    private var heldScratch: [HeldUpdate] = []
 
     @inline(__always)
     static func conflationKey(_ e: UnsafeMutablePointer<LogEntry>) -> UInt64 {

@@ -21,6 +21,23 @@ final class StreamFlusher {
     private let iovecs: UnsafeMutablePointer<iovec>
     /// Per iovec: the log index it writes, or UInt64.max for a connection's own bytes.
     private let iovKinds: UnsafeMutablePointer<UInt64>
+    /// For throttled connections, per iovec: what it is (`Piece`), its seq and its entry.
+    private let iovPieces: UnsafeMutablePointer<Piece>
+    private let iovSeqs: UnsafeMutablePointer<UInt64>
+    private let iovEntries: UnsafeMutablePointer<UnsafeMutablePointer<LogEntry>?>
+    /// Per-reactor scratch: a throttled connection's group updates due now.
+    private var held: [HeldUpdate] = []
+
+    private enum Piece: UInt8 { case log, control, group, partialGroup }
+
+    /// --max-bandwidth in bytes per second (0: off).
+    private let maxBandwidth: Int
+    /// Connections waiting for their bandwidth tokens, and when the first is due.
+    private var bandwidthWaiters: [(slot: UInt32, generation: UInt32)] = []
+    private(set) var bandwidthDeadline: UInt32?
+    /// An iovec shortened to fit the bucket, and its real length (restored after the write).
+    private var cutIndex = -1
+    private var cutLength = 0
 
     /// The bytes of a log entry for this subscriber: the shared plain frame, or the shared
     /// compressed one for a connection that negotiated permessage-deflate.
@@ -41,17 +58,26 @@ final class StreamFlusher {
         stats = worker.stats
         iovecs = .allocate(capacity: Self.maxIovecs)
         iovKinds = .allocate(capacity: Self.maxIovecs)
+        iovPieces = .allocate(capacity: Self.maxIovecs)
+        iovSeqs = .allocate(capacity: Self.maxIovecs)
+        iovEntries = .allocate(capacity: Self.maxIovecs)
+        held.reserveCapacity(256)
+        maxBandwidth = worker.config.maxBandwidthBytesPerSecond
     }
 
     deinit {
         iovecs.deallocate()
         iovKinds.deallocate()
+        iovPieces.deallocate()
+        iovSeqs.deallocate()
+        iovEntries.deallocate()
     }
 
     /// Writes what the subscriber has pending. Returns false if the connection was closed.
     @discardableResult
     func flush(_ c: UnsafeMutablePointer<Connection>) -> Bool {
         if let queue = BroadcastPath.slowQueue(c) { return flushSlowQueue(c, queue) }
+        if c.pointee.flags.contains(.throttled), let t = BroadcastPath.extras(c)?.throttle { return flushThrottled(c, t) }
         let sessionOpen = c.pointee.lifecycle.acceptsOutgoingFrames
         while true {
             let pending = c.pointee.flags.contains(.broadcastPending)
@@ -91,7 +117,7 @@ final class StreamFlusher {
                 finishScan(c, at: scannedTo)
                 break
             }
-            let written = write(c, n)
+            let (written, cut) = writeWithin(c, n, total: total)
             if written < 0 {
                 let err = errno
                 if err == EINTR { continue }
@@ -99,6 +125,7 @@ final class StreamFlusher {
                 worker.lifecycle.writeFailed(c, errno: err)
                 return false
             }
+            if written == 0 && cut { bandwidthLimited(c); return c.pointee.isLive }
             stats.bytesSent.bump(UInt64(written))
             if written == total {
                 var sent: UInt64 = 0
@@ -148,6 +175,7 @@ final class StreamFlusher {
                 stats.messagesSent.bump(sent)
                 c.pointee.flags.insert(.sentBroadcast)
             }
+            if cut { bandwidthLimited(c); return c.pointee.isLive }
             watchWrites(c, true)
             return true
         }
@@ -157,6 +185,82 @@ final class StreamFlusher {
         }
         watchWrites(c, false)
         return true
+    }
+
+    // MARK: - --max-bandwidth
+
+    /// The bytes `c` may be sent now (its bucket refilled), or Int.max without a cap.
+    @inline(__always)
+    private func allowance(_ c: UnsafeMutablePointer<Connection>) -> Int {
+        if maxBandwidth == 0 { return Int.max }
+        let now = worker.clock.now
+        // The bucket holds one second: a longer gap fills it, and cannot overflow the product.
+        let elapsed = min(1000, Int(now &- c.pointee.bandwidthStamp))
+        c.pointee.bandwidthStamp = now
+        c.pointee.bandwidthTokens = min(maxBandwidth, c.pointee.bandwidthTokens + elapsed * maxBandwidth / 1000)
+        return c.pointee.bandwidthTokens
+    }
+
+    /// Writes iovecs [0, n) (`total` bytes), at most what the bucket allows. Returns what
+    /// was written (or -1 with errno), and whether the bucket, not the socket, stopped it.
+    @inline(__always)
+    private func writeWithin(_ c: UnsafeMutablePointer<Connection>, _ n: Int, total: Int) -> (written: Int, cut: Bool) {
+        let allowed = allowance(c)
+        if allowed >= total {
+            let written = write(c, n)
+            if maxBandwidth > 0 && written > 0 { c.pointee.bandwidthTokens -= written }
+            return (written, false)
+        }
+        if allowed <= 0 { return (0, true) }
+        var left = allowed
+        var count = n
+        for k in 0..<n {
+            if iovecs[k].iov_len >= left {
+                cutIndex = k
+                cutLength = iovecs[k].iov_len
+                iovecs[k].iov_len = left
+                count = k + 1
+                break
+            }
+            left -= iovecs[k].iov_len
+        }
+        let written = write(c, count)
+        if cutIndex >= 0 { iovecs[cutIndex].iov_len = cutLength; cutIndex = -1 }
+        if written > 0 { c.pointee.bandwidthTokens -= written }
+        return (written, written == allowed)
+    }
+
+    /// The bucket is empty: no write interest (the socket is not what waits), prices and
+    /// candles conflate in the connection's own queue, and it is flushed again once tokens
+    /// return (one retry list and the reactor's one timer, not a timer per connection).
+    private func bandwidthLimited(_ c: UnsafeMutablePointer<Connection>) {
+        stats.bandwidthLimited.bump()
+        watchWrites(c, false)
+        worker.slowConsumers.holdForBandwidth(c)
+        guard c.pointee.isLive, !c.pointee.flags.contains(.bandwidthWaiting) else { return }
+        c.pointee.flags.insert(.bandwidthWaiting)
+        bandwidthWaiters.append((c.pointee.slot, c.pointee.generation))
+        // When one more full frame's worth (about 1/100 s of the cap) is back, at least 10 ms on.
+        let deficit = max(0, -c.pointee.bandwidthTokens) + maxBandwidth / 100
+        let wait = UInt32(max(10, min(1000, deficit * 1000 / maxBandwidth)))
+        let due = worker.clock.now &+ wait
+        if let d = bandwidthDeadline, DeadlineList.hasPassed(d, now: due) { return }
+        bandwidthDeadline = due
+    }
+
+    /// The retry time came: every waiting connection is flushed again (and waits again if
+    /// its bucket is still short).
+    func retryBandwidth(now: UInt32) {
+        guard let d = bandwidthDeadline, DeadlineList.hasPassed(d, now: now) else { return }
+        bandwidthDeadline = nil
+        let waiters = bandwidthWaiters
+        bandwidthWaiters.removeAll(keepingCapacity: true)
+        for w in waiters {
+            let c = worker.table.pointer(w.slot)
+            guard c.pointee.isLive, c.pointee.generation == w.generation else { continue }
+            c.pointee.flags.remove(.bandwidthWaiting)
+            worker.output.markDirty(c)
+        }
     }
 
     /// The gathered iovecs to the socket, through the TLS session when there is one.
@@ -182,8 +286,191 @@ final class StreamFlusher {
         }
     }
 
+    /// A `max_frequency` subscriber: its log frames (everything but public prices and
+    /// candles), its own messages, and its rate groups' released updates, merged in seq
+    /// order. A group update held for the next tick goes now too when something stamped
+    /// later goes in this write: the client must never see a seq lower than one before it.
+    private func flushThrottled(_ c: UnsafeMutablePointer<Connection>, _ t: ThrottleState) -> Bool {
+        let groups = worker.broadcast.rateGroups
+        let sessionOpen = c.pointee.lifecycle.acceptsOutgoingFrames
+        while true {
+            let pending = c.pointee.flags.contains(.broadcastPending)
+            let hasControl = !c.pointee.output.isEmpty
+            let limit = (!sessionOpen && hasControl) ? min(c.pointee.controlMark, log.end) : (sessionOpen ? log.end : c.pointee.cursor)
+            var index = pending ? c.pointee.cursor : log.end
+            var includeHeld = hasControl
+            if !includeHeld && pending {
+                var i = index
+                while i < limit {
+                    if BroadcastPath.matches(c, log.entry(i)) { includeHeld = true; break }
+                    i += 1
+                }
+            }
+            if sessionOpen { groups.collect(t, includeHeld: includeHeld, into: &held) } else { held.removeAll(keepingCapacity: true) }
+            var h = 0
+            var n = 0
+            var total = 0
+            var offset = Int(c.pointee.cursorOffset)
+            var controlAdded = !hasControl
+            if let p = t.partial {
+                iovecs[n] = iovec(iov_base: p.bytes + Int(p.offset), iov_len: Int(p.count - p.offset))
+                iovPieces[n] = .partialGroup
+                iovSeqs[n] = p.seq
+                total += Int(p.count - p.offset)
+                n += 1
+            }
+            @inline(__always) func addHeld() {
+                let (bytes, count) = wire(c, held[h].entry)
+                iovecs[n] = iovec(iov_base: bytes, iov_len: Int(count))
+                iovPieces[n] = .group
+                iovSeqs[n] = held[h].seq
+                iovEntries[n] = held[h].entry
+                total += Int(count)
+                n += 1
+                h += 1
+            }
+            while n < Self.maxIovecs {
+                if !controlAdded && (!pending || index >= c.pointee.controlMark || index >= limit) {
+                    if h < held.count && held[h].seq <= c.pointee.controlSeq { addHeld(); continue }
+                    let out = c.pointee.output.readable
+                    iovecs[n] = iovec(iov_base: out.baseAddress, iov_len: out.count)
+                    iovPieces[n] = .control
+                    total += out.count
+                    n += 1
+                    controlAdded = true
+                    continue
+                }
+                if !pending || index >= limit { break }
+                let e = log.entry(index)
+                if BroadcastPath.matches(c, e) {
+                    if offset == 0 && h < held.count && held[h].seq < e.pointee.seq { addHeld(); continue }
+                    let (bytes, count) = wire(c, e)
+                    let length = Int(count) - offset
+                    iovecs[n] = iovec(iov_base: bytes + offset, iov_len: length)
+                    iovPieces[n] = .log
+                    iovKinds[n] = index
+                    iovSeqs[n] = e.pointee.seq
+                    total += length
+                    n += 1
+                }
+                offset = 0
+                index += 1
+            }
+            // Released updates newer than everything else here; held ones wait for their tick.
+            while n < Self.maxIovecs && h < held.count {
+                if held[h].early { h += 1 } else { addHeld() }
+            }
+            let scannedTo = index
+            if n == 0 {
+                finishScan(c, at: scannedTo)
+                break
+            }
+            let (written, cut) = writeWithin(c, n, total: total)
+            if written < 0 {
+                let err = errno
+                if err == EINTR { continue }
+                if err == EAGAIN { watchWrites(c, true); return true }
+                worker.lifecycle.writeFailed(c, errno: err)
+                return false
+            }
+            if written == 0 && cut { bandwidthLimited(c); return c.pointee.isLive }
+            stats.bytesSent.bump(UInt64(written))
+            var left = written
+            var sent: UInt64 = 0
+            var fromGroups: UInt64 = 0
+            var stopped = false
+            for k in 0..<n {
+                let length = iovecs[k].iov_len
+                switch iovPieces[k] {
+                case .control:
+                    let done = min(left, length)
+                    c.pointee.output.consume(done, pool: pool)
+                    left -= done
+                    t.lastSent = max(t.lastSent, c.pointee.controlSeq)
+                    if done < length {
+                        // Stopped inside our own bytes: frames before the mark are all out.
+                        c.pointee.cursor = max(c.pointee.cursor, min(c.pointee.controlMark, scannedTo))
+                        c.pointee.cursorOffset = 0
+                        stopped = true
+                    }
+                case .log:
+                    if left >= length {
+                        left -= length
+                        sent += 1
+                        c.pointee.cursor = iovKinds[k] + 1
+                        c.pointee.cursorOffset = 0
+                        t.lastSent = max(t.lastSent, iovSeqs[k])
+                    } else {
+                        let alreadyOut = (iovKinds[k] == c.pointee.cursor) ? Int(c.pointee.cursorOffset) : 0
+                        c.pointee.cursor = iovKinds[k]
+                        c.pointee.cursorOffset = UInt32(alreadyOut + left)
+                        if left > 0 {
+                            c.pointee.flags.insert(.sentBroadcast)
+                            t.lastSent = max(t.lastSent, iovSeqs[k])
+                        }
+                        left = 0
+                        stopped = true
+                    }
+                case .partialGroup:
+                    if left >= length {
+                        left -= length
+                        t.partial!.frame.release()
+                        t.partial = nil
+                    } else {
+                        t.partial!.offset += UInt32(left)
+                        left = 0
+                        stopped = true
+                    }
+                case .group:
+                    if left >= length {
+                        left -= length
+                        sent += 1
+                        fromGroups += 1
+                        t.lastSent = max(t.lastSent, iovSeqs[k])
+                    } else {
+                        if left > 0 {
+                            // The rest goes first next time, even if the group moves on.
+                            let e = iovEntries[k]!
+                            let frame = e.pointee.frame
+                            _ = frame.retain()
+                            t.partial = (frame, iovecs[k].iov_base!, UInt32(length), UInt32(left), iovSeqs[k])
+                            t.lastSent = max(t.lastSent, iovSeqs[k])
+                            fromGroups += 1
+                            c.pointee.flags.insert(.sentBroadcast)
+                        }
+                        left = 0
+                        stopped = true
+                    }
+                }
+                if stopped { break }
+            }
+            if sent > 0 {
+                stats.messagesSent.bump(sent)
+                c.pointee.flags.insert(.sentBroadcast)
+            }
+            if fromGroups > 0 { stats.rateDeliveries.bump(fromGroups) }
+            if stopped || written < total {
+                if cut { bandwidthLimited(c); return c.pointee.isLive }
+                watchWrites(c, true)
+                return true
+            }
+            finishScan(c, at: scannedTo)
+            if n == Self.maxIovecs { continue }   // more than one write's worth
+            break
+        }
+        if c.pointee.tls != nil && !worker.tls.flushHeld(c) {
+            if c.pointee.isLive { watchWrites(c, true) }
+            return c.pointee.isLive
+        }
+        watchWrites(c, false)
+        return true
+    }
+
     /// The slow consumer's private queue, written like the log (own messages at their mark).
     private func flushSlowQueue(_ c: UnsafeMutablePointer<Connection>, _ queue: SlowConsumerQueue) -> Bool {
+        if c.pointee.flags.contains(.throttled), let t = BroadcastPath.extras(c)?.throttle, c.pointee.lifecycle.acceptsOutgoingFrames {
+            worker.slowConsumers.queueReleased(c, t, queue)
+        }
         while true {
             queue.skipDead()
             let hasControl = !c.pointee.output.isEmpty
@@ -219,7 +506,7 @@ final class StreamFlusher {
                 n += 1
             }
             if n == 0 { break }
-            let written = write(c, n)
+            let (written, cut) = writeWithin(c, n, total: total)
             if written < 0 {
                 let err = errno
                 if err == EINTR { continue }
@@ -227,6 +514,7 @@ final class StreamFlusher {
                 worker.lifecycle.writeFailed(c, errno: err)
                 return false
             }
+            if written == 0 && cut { bandwidthLimited(c); return c.pointee.isLive }
             stats.bytesSent.bump(UInt64(written))
             // Split the written bytes between the queue (before the mark) and our own bytes.
             var left = written
@@ -243,6 +531,7 @@ final class StreamFlusher {
                 if left > 0 { queue.consume(left) }
             }
             if written < total {
+                if cut { bandwidthLimited(c); return c.pointee.isLive }
                 watchWrites(c, true)
                 return true
             }

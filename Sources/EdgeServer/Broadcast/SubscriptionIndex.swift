@@ -15,8 +15,10 @@ final class ConnectionExtras {
     /// (list key, position) for each account list this connection is in: kept apart from
     /// `memberships`, since a new subscription changes those and never these.
     var accountMemberships: [(key: UInt64, position: Int)] = []
+    /// Its `max_frequency` cohort and rate groups, when it has one.
+    var throttle: ThrottleState?
 
-    var isEmpty: Bool { subscription.isEverything && memberships.isEmpty && slowQueue == nil && grant == nil }
+    var isEmpty: Bool { subscription.isEverything && subscription.maxFrequency == 0 && memberships.isEmpty && slowQueue == nil && grant == nil && throttle == nil }
 
     /// Whether a private message for (`hash`, `name`) is this connection's to see. The name
     /// is compared too, so that two accounts whose hashes collide never share messages.

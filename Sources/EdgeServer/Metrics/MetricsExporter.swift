@@ -105,6 +105,14 @@ actor MetricsExporter {
                      sum { $0.framesCompressed.load(ordering: .relaxed) })
         text.counter("tickwire_deflate_messages_inflated_total", "Compressed client messages inflated.",
                      sum { $0.messagesInflated.load(ordering: .relaxed) })
+        text.counter("tickwire_conflated_updates_total", "Price and candle updates a max_frequency subscriber never got because a newer one for the same key superseded them before its tick (per subscriber).",
+                     sum { $0.rateConflated.load(ordering: .relaxed) })
+        text.counter("tickwire_max_frequency_releases_total", "Held updates released at a max_frequency tick (once per rate group, shared by its subscribers).",
+                     sum { $0.rateReleases.load(ordering: .relaxed) })
+        text.counter("tickwire_max_frequency_deliveries_total", "Rate-group updates written to max_frequency subscribers.",
+                     sum { $0.rateDeliveries.load(ordering: .relaxed) })
+        text.counter("tickwire_bandwidth_limited_total", "Writes held back because a connection reached --max-bandwidth (its prices and candles are then conflated).",
+                     sum { $0.bandwidthLimited.load(ordering: .relaxed) })
         text.labeled("tickwire_limit_refusals_total", "counter", "Upgrades and client messages refused by an abuse limit, by limit.",
                      LimitKind.allCases.map { k in ("limit=\"\(k.label)\"", Double(sum { $0.limitRefusals[k.rawValue].load(ordering: .relaxed) })) })
         text.counter("tickwire_flood_closes_total", "Connections closed with 1008 for sending messages far past --max-messages-per-second.",

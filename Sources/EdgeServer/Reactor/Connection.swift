@@ -55,6 +55,11 @@ struct ConnectionFlags: OptionSet {
     static let deflate = ConnectionFlags(rawValue: 1 << 18)
     /// ...and with a full window, so broadcasts go in their shared compressed form.
     static let deflateBroadcasts = ConnectionFlags(rawValue: 1 << 19)
+    /// Its subscription has a `max_frequency`: price and candle updates come from its rate
+    /// groups (`extras.throttle`), not from the log.
+    static let throttled = ConnectionFlags(rawValue: 1 << 20)
+    /// Held back by --max-bandwidth: in the stream flusher's retry list until tokens return.
+    static let bandwidthWaiting = ConnectionFlags(rawValue: 1 << 21)
 }
 
 /// One connection's state. A plain struct with no references (so no ARC), living at a
@@ -132,6 +137,10 @@ struct Connection {
     var rateTokens: Float = 0
     var rateStamp: UInt32 = 0
     var rateDropped: UInt32 = 0
+    /// The --max-bandwidth bucket: bytes it may send now (one second's worth at most), and
+    /// when it was last filled (reactor milliseconds, wrapping).
+    var bandwidthTokens: Int = 0
+    var bandwidthStamp: UInt32 = 0
     /// The TLS session (OpenSSL) of a connection on a TLS port; nil for plain sockets.
     var tls: OpaquePointer?
 

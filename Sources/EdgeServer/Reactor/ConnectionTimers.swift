@@ -156,6 +156,9 @@ final class ConnectionTimers {
                 ping.append(slot, now: now) { heartbeatLinks($0) }
             }
         }
+        // max_frequency ticks share this timer: no timer per connection or per group.
+        worker.broadcast.rateGroups.fire(now: clock.monotonic)
+        worker.streamFlusher.retryBandwidth(now: now)
         rearm()
     }
 
@@ -180,6 +183,8 @@ final class ConnectionTimers {
         consider(idle.headDeadline({ timeoutLinks($0) }))
         consider(closing.headDeadline({ timeoutLinks($0) }))
         consider(ping.headDeadline({ heartbeatLinks($0) }))
+        consider(worker.broadcast.rateGroups.nextDeadline)
+        consider(worker.streamFlusher.bandwidthDeadline)
         guard let earliest else {
             if armed { ev_timer_stop(worker.loop.raw, watcher); armed = false }
             return

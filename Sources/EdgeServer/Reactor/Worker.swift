@@ -30,6 +30,7 @@ enum WorkerCommand: @unchecked Sendable {
 /// | `BroadcastPath` | Broadcast/BroadcastPath.swift | inbox, log, subscription index, blocked set, retention |
 /// | `StreamFlusher` | Broadcast/StreamFlusher.swift | writes a subscriber's frames and own messages (iovecs) |
 /// | `SlowConsumers` | Broadcast/SlowConsumers.swift | the backlog policy: conflate, then 1013 |
+/// | `RateGroups` | Broadcast/RateGroups.swift | `max_frequency`: cohorts per frequency, one newest-update slot per key, ticks |
 /// | `HTTPEndpoint` | HTTP/HTTPEndpoint.swift | requests, routes, the upgrade |
 /// | `WebSocketEndpoint` | WebSocket/WebSocketEndpoint.swift | frames, the session, echo |
 /// | `StreamEndpoint` | WebSocket/StreamEndpoint.swift | the `/ws` protocol: greeting, Subscribe, resume |

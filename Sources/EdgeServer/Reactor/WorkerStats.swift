@@ -62,6 +62,14 @@ final class WorkerStats: Sendable {
     let framesCompressed = Atomic<UInt64>(0)
     /// Client messages inflated.
     let messagesInflated = Atomic<UInt64>(0)
+    /// max_frequency: held updates superseded before release, counted per member that
+    /// would have received them; updates released at a tick (once per group); group
+    /// updates written to members.
+    let rateConflated = Atomic<UInt64>(0)
+    let rateReleases = Atomic<UInt64>(0)
+    let rateDeliveries = Atomic<UInt64>(0)
+    /// Writes held back because the connection reached --max-bandwidth.
+    let bandwidthLimited = Atomic<UInt64>(0)
     /// Publish requests the reactor refused before the publisher saw them, by reason.
     let publishRejections: InlineArray<3, Atomic<UInt64>> = InlineArray { _ in Atomic<UInt64>(0) }
 

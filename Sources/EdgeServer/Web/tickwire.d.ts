@@ -135,6 +135,8 @@ export interface SubscriptionConfirmedData {
   replayed?: number;
   epoch?: string;
   head?: number;
+  /** The max_frequency in force; absent: every update. */
+  max_frequency?: number;
 }
 
 /** Every server message type and its `data`. */
@@ -193,6 +195,11 @@ export type WebSocketMessage = ServerMessage;
 // ---------------------------------------------------------------------------------------
 // Messages: client to server
 
+export interface SubscribeOptions {
+  /** Updates per second per key on prices and candles (1 to the server's --max-frequency-limit); null: every update. */
+  maxFrequency?: number | null;
+}
+
 export interface ResumePoint {
   epoch: string;
   since: number;
@@ -205,7 +212,7 @@ export interface PingMessage {
 
 export interface SubscribeMessage {
   type: "Subscribe";
-  data: { channels?: Channel[]; symbols?: string[]; resume?: ResumePoint };
+  data: { channels?: Channel[]; symbols?: string[]; resume?: ResumePoint; /** updates/s per key on prices and candles */ max_frequency?: number | null };
   timestamp?: string;
 }
 
@@ -378,6 +385,8 @@ export interface TickwireOptions extends Partial<BackoffOptions> {
   /** Initial subscription (null or empty: everything). */
   channels?: Channel[] | null;
   symbols?: string[] | null;
+  /** Initial max_frequency (updates per second per key on prices and candles); null: every update. */
+  maxFrequency?: number | null;
   /** Injected implementations (tests, Node). Default: the globals. */
   WebSocket?: WebSocketConstructor;
   fetch?: FetchLike;
@@ -436,6 +445,8 @@ export interface TickwireStats {
 export interface Subscription {
   channels: Channel[] | null;
   symbols: string[] | null;
+  /** The max_frequency asked for; absent: every update. */
+  maxFrequency?: number;
 }
 
 export class TickwireClient {
@@ -460,8 +471,9 @@ export class TickwireClient {
   disconnect(): void;
   /** Reconnects now with a fresh attempt budget. */
   retry(): void;
-  /** Replaces the subscription; remembered across reconnects. */
-  subscribe(channels?: Channel[] | null, symbols?: string[] | null): void;
+  /** Replaces the subscription; remembered across reconnects. `maxFrequency`: at most that
+   *  many price and candle updates per second per symbol (and timeframe), each the newest. */
+  subscribe(channels?: Channel[] | null, symbols?: string[] | null, options?: SubscribeOptions): void;
   /** Removes channels and/or symbols from the subscription. */
   unsubscribe(channels?: Channel[] | null, symbols?: string[] | null): void;
   /** Sends a message as JSON; false when not connected. */

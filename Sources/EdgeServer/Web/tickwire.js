@@ -30,6 +30,11 @@ export const CHANNEL_ALIASES = Object.freeze({
   signals: "AISignalReceived", status: "BotStatusUpdate", errors: "Error",
 });
 
+/** A `max_frequency` to send: a positive whole number, else null (every update). */
+function validFrequency(n) {
+  return Number.isInteger(n) && n > 0 ? n : null;
+}
+
 const KNOWN_TYPES = new Set([...BROADCAST_TYPES, ...CONNECTION_TYPES]);
 const CHANNEL_NAMES = new Set(Object.values(CHANNEL_ALIASES));
 
@@ -390,6 +395,7 @@ export class TickwireClient {
     this._subscription = {
       channels: o.channels && o.channels.length ? [...o.channels] : null,
       symbols: o.symbols && o.symbols.length ? [...o.symbols] : null,
+      maxFrequency: validFrequency(o.maxFrequency),
     };
     this._socket = null;
     this._generation = 0; // bumped per socket: late events of an old socket are ignored
@@ -462,15 +468,19 @@ export class TickwireClient {
    * Replaces the subscription (PROTOCOL.md `Subscribe`); remembered across reconnects.
    * @param {string[]|null} [channels] type names or aliases; null/[]: all
    * @param {string[]|null} [symbols] null/[]: all
+   * @param {{maxFrequency?: number|null}} [options] maxFrequency: at most this many price and
+   *   candle updates per second per symbol (and timeframe), each the newest; null: every update
    */
-  subscribe(channels = null, symbols = null) {
+  subscribe(channels = null, symbols = null, options = {}) {
     this._subscription = {
       channels: channels && channels.length ? [...channels] : null,
       symbols: symbols && symbols.length ? [...symbols] : null,
+      maxFrequency: validFrequency(options && options.maxFrequency),
     };
     const data = {};
     if (this._subscription.channels) data.channels = this._subscription.channels;
     data.symbols = this._subscription.symbols || [];
+    if (this._subscription.maxFrequency) data.max_frequency = this._subscription.maxFrequency;
     this._sendSubscriptionChange({ type: "Subscribe", data });
   }
 
@@ -497,9 +507,14 @@ export class TickwireClient {
     this._sendSubscriptionChange({ type: "Unsubscribe", data });
   }
 
-  /** The remembered subscription (null: all). */
+  /** The remembered subscription (null: all; `maxFrequency` only when one was asked for). */
   get subscription() {
-    return { channels: this._subscription.channels ? [...this._subscription.channels] : null, symbols: this._subscription.symbols ? [...this._subscription.symbols] : null };
+    const sub = {
+      channels: this._subscription.channels ? [...this._subscription.channels] : null,
+      symbols: this._subscription.symbols ? [...this._subscription.symbols] : null,
+    };
+    if (this._subscription.maxFrequency) sub.maxFrequency = this._subscription.maxFrequency;
+    return sub;
   }
 
   /** Sends a message object as JSON. Returns false (and warns) when not connected. */
@@ -585,6 +600,7 @@ export class TickwireClient {
     }
     if (this._subscription.channels) u.searchParams.set("channels", this._subscription.channels.join(","));
     if (this._subscription.symbols) u.searchParams.set("symbols", this._subscription.symbols.join(","));
+    if (this._subscription.maxFrequency) u.searchParams.set("max_frequency", String(this._subscription.maxFrequency));
     return u.toString();
   }
 

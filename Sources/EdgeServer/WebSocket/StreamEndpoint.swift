@@ -41,6 +41,8 @@ final class StreamEndpoint {
         c.pointee.minSeq = 0
         c.pointee.rateTokens = Float(2 * config.maxMessagesPerSecond)
         c.pointee.rateStamp = worker.clock.now
+        c.pointee.bandwidthTokens = config.maxBandwidthBytesPerSecond
+        c.pointee.bandwidthStamp = worker.clock.now
         if let grant {
             c.pointee.flags.insert(.authenticated)
             path.grant(c, grant)
@@ -55,6 +57,13 @@ final class StreamEndpoint {
             let symbols = query["symbols"].map { splitList($0) }
             switch parseSubscription(channels: channels, symbols: symbols).flatMap({ permit($0, channels: channels, symbols: symbols, grant) }) {
             case .success(let s): subscription = s
+            case .failure(let p): problem = (p.code, p.message, p.details)
+            }
+        }
+        if let text = query["max_frequency"] {
+            // The URL form of Subscribe's max_frequency, so a reconnect keeps its rate.
+            switch checkFrequency(Int(text)) {
+            case .success(let n): if problem == nil { subscription.maxFrequency = n }
             case .failure(let p): problem = (p.code, p.message, p.details)
             }
         }
@@ -84,7 +93,7 @@ final class StreamEndpoint {
         sendMessage(c, type: "Connected", data: data.bytes, message: "WebSocket connection established", seq: stamp)
         if let resumed {
             sendConfirmation(c, resumed: resumed, seq: stamp)
-        } else if !subscription.isEverything {
+        } else if !subscription.isEverything || subscription.maxFrequency > 0 {
             sendConfirmation(c, resumed: nil, seq: stamp)
         }
         if let problem { sendError(c, code: problem.code, message: problem.message, details: problem.details) }
@@ -177,7 +186,14 @@ final class StreamEndpoint {
         var channels: [String]?
         var symbols: [String]?
         var resumeRequest: (epoch: String, since: UInt64)?
+        var maxFrequency = 0
         if let data {
+            if let value = JSONScanner.member("max_frequency", of: data, in: raw), value.kind != .null {
+                switch checkFrequency(JSONScanner.integer(value, in: raw).map { Int(clamping: $0) }) {
+                case .success(let n): maxFrequency = n
+                case .failure(let p): return sendError(c, code: p.code, message: p.message, details: p.details)
+                }
+            }
             if let value = JSONScanner.member("channels", of: data, in: raw) {
                 guard let list = stringList(value, raw) else {
                     return sendError(c, code: "INVALID_SUBSCRIPTION", message: "'channels' must be an array of strings", details: nil)
@@ -200,11 +216,12 @@ final class StreamEndpoint {
                 resumeRequest = (epoch, UInt64(since))
             }
         }
-        let subscription: Subscription
+        var subscription: Subscription
         switch parseSubscription(channels: channels, symbols: symbols).flatMap({ permit($0, channels: channels, symbols: symbols, BroadcastPath.grant(of: c)) }) {
         case .success(let s): subscription = s
         case .failure(let p): return sendError(c, code: p.code, message: p.message, details: p.details)
         }
+        subscription.maxFrequency = maxFrequency
         path.joinIndex(c, subscription)
         var resumed: (recovered: Bool, replayed: Int)?
         if let resumeRequest {
@@ -239,7 +256,9 @@ final class StreamEndpoint {
                                      details: nil)
                 }
                 let remaining = current.symbols.filter { !list.contains($0) }
+                let frequency = current.maxFrequency
                 current = Subscription(channels: current.channels, symbols: remaining)
+                current.maxFrequency = frequency
                 // No symbols left means nothing left, not "every symbol".
                 if remaining.isEmpty { current.channelMask = 0 }
             }
@@ -270,6 +289,18 @@ final class StreamEndpoint {
                 message: "symbol '\(bad.prefix(64))' must be 1 to 64 bytes", details: nil))
         }
         return .success(Subscription(channels: resolved, symbols: symbolList))
+    }
+
+    /// `max_frequency`: a whole number of updates per second per key, 1 to
+    /// --max-frequency-limit. (nil: not an integer.)
+    private func checkFrequency(_ value: Int?) -> Result<Int, SubscriptionProblem> {
+        let limit = config.maxFrequencyLimit
+        guard let n = value, (1...limit).contains(n) else {
+            return .failure(SubscriptionProblem(code: "INVALID_SUBSCRIPTION",
+                message: "'max_frequency' must be a whole number of updates per second from 1 to \(limit), or null for every update",
+                details: "{\"max_frequency_limit\":\(limit)}"))
+        }
+        return .success(n)
     }
 
     /// The subscription within what the token grants (PROTOCOL.md "Permissions"). Channels
@@ -354,8 +385,10 @@ final class StreamEndpoint {
             if let allowed = fresh.symbols {
                 let keep = narrowed.symbols.isEmpty ? allowed : narrowed.symbols.filter { allowed.contains($0) }
                 let mask = narrowed.channelMask
+                let frequency = narrowed.maxFrequency
                 narrowed = Subscription(channels: narrowed.channels, symbols: keep)
                 narrowed.channelMask = keep.isEmpty ? 0 : mask
+                narrowed.maxFrequency = frequency
             }
             if narrowed != before {
                 path.joinIndex(c, narrowed)
@@ -422,6 +455,7 @@ final class StreamEndpoint {
         if since >= head {
             // Nothing missed yet; this reactor may even be behind the client.
             c.pointee.minSeq = max(c.pointee.minSeq, since)
+            if let t = BroadcastPath.extras(c)?.throttle { t.lastSent = max(t.lastSent, since) }
             c.pointee.controlSeq = since
             stats.resumesRecovered.bump()
             return (true, 0)
@@ -434,7 +468,13 @@ final class StreamEndpoint {
         c.pointee.minSeq = since
         var replayed = 0
         if !c.pointee.flags.contains(.sentBroadcast) && BroadcastPath.slowQueue(c) == nil {
-            // Nothing sent live yet: rewind the cursor; the confirmation goes first.
+            // Nothing sent live yet: rewind the cursor; the confirmation goes first. A throttled
+            // subscriber's prices and candles replay conflated: its groups' newest update
+            // per key after `since`.
+            if let x = BroadcastPath.extras(c), let t = x.throttle {
+                t.lastSent = since
+                path.rateGroups.seed(c, t, x.subscription, log: log, from: from)
+            }
             var index = from
             while index < log.end {
                 if BroadcastPath.matches(c, log.entry(index)) { replayed += 1 }
@@ -527,6 +567,7 @@ final class StreamEndpoint {
             w.appendQuoted(symbol)
         }
         w.appendRaw("]")
+        if subscription.maxFrequency > 0 { w.appendRaw(",\"max_frequency\":\(subscription.maxFrequency)") }
         if let resumed {
             w.appendRaw(",\"recovered\":\(resumed.recovered),\"replayed\":\(resumed.replayed),\"epoch\":\"\(path.epoch)\",\"head\":\(log.headSeq)")
         }
