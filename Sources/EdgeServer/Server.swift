@@ -6,6 +6,7 @@ import Ingestion
 import Reactor
 import Synchronization
 import TradingStream
+import Upstream
 
 /// The build's version, reported by /health and --version.
 public enum TickwireVersion {
@@ -43,6 +44,8 @@ final class ServerContext: @unchecked Sendable {
     let publisher: StreamPublisher
     /// With `--redis`: the cluster's Redis edge (set in `start`, before any reactor runs).
     var cluster: ClusterIngest?
+    /// With `--upstream`: the upstream feeds (set in `start`, before any reactor runs).
+    var upstream: UpstreamIngester?
 
     /// The scrape-time aggregator of every reactor's counters. Made here, before any
     /// reactor can ask for it (a lazy property would race between reactors).
@@ -95,6 +98,8 @@ public final class Server: @unchecked Sendable {
     /// The ingestion edge, for in-process producers.
     public var publisher: StreamPublisher { context.publisher }
     public var epoch: String { context.epoch }
+    /// The upstream feeds (`--upstream`), for a leader lease to start and stop.
+    public var upstream: UpstreamIngester? { context.upstream }
 
     public init(config: ServerConfiguration, logger: Logger) {
         self.config = config
@@ -176,6 +181,19 @@ public final class Server: @unchecked Sendable {
             self.simulator = simulator
             Task(executorPreference: EdgeLoop.edge) { await simulator.start() }
         }
+        if !config.upstreams.isEmpty {
+            let logger = context.logger
+            let ingester = UpstreamIngester(settings: config.upstreamSettings, publisher: context.publisher) { level, line in
+                switch level {
+                case .info: logger.info("\(line)")
+                case .warning: logger.warning("\(line)")
+                }
+            }
+            context.upstream = ingester
+            // One ingester per cluster: with --redis, start()/stop() belong under the leader
+            // lease; a node on its own just starts.
+            ingester.start()
+        }
         context.logger.info("tickwire listening", metadata: [
             "host": "\(config.host)", "port": "\(port)", "workers": "\(config.workers)",
             "echo": "\(config.echo)", "simulator": "\(config.simulator)", "epoch": "\(context.epoch)",
@@ -233,6 +251,7 @@ public final class Server: @unchecked Sendable {
     /// Starts the graceful shutdown: reactors stop accepting and send Close 1001.
     public func beginShutdown() {
         if let simulator { Task(executorPreference: EdgeLoop.edge) { await simulator.stop() } }
+        context.upstream?.stop()
         for worker in context.workers { worker.post(.shutdown) }
     }
 
