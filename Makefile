@@ -40,6 +40,8 @@ test: deps
 	TICKWIRE_BIN=$(DEBUG_BIN) $(PYTHON) -m pytest -q Tests/TLS Tests/Auth Tests/Compression
 	# The cluster: each test starts its own redis-server on a free loopback port and stops it.
 	TICKWIRE_BIN=$(DEBUG_BIN) $(PYTHON) -m pytest -q Tests/Cluster
+	# Upstream feeds against a fake Binance-format upstream on loopback.
+	TICKWIRE_BIN=$(DEBUG_BIN) $(PYTHON) -m pytest -q Tests/Upstream
 	Fuzz/fuzz.sh run $(FUZZ_TEST_SECONDS)
 	VENV=$(VENV) scripts/browser-test.sh $(DEBUG_BIN)
 
