@@ -292,6 +292,9 @@ final class UpstreamSource: UpstreamConnectionOwner {
     /// Connections closed by us (rotation, stop) until they report closed.
     private var retiring: [UpstreamConnection] = []
     private var backoff = UpstreamBackoff()
+    /// Retries of a failed successor: apart from `backoff`, which every delivered message
+    /// resets, so a venue refusing new connections is not asked several times a second.
+    private var rotationBackoff = UpstreamBackoff()
     private var random = SystemRandomNumberGenerator()
     private var connections = 0
     private var running = false
@@ -402,6 +405,7 @@ final class UpstreamSource: UpstreamConnectionOwner {
                 current = connection
                 successor = nil
                 ingester.rotations += 1
+                rotationBackoff.reset()
                 retire(old, code: .normalClosure, reason: "rotated")
                 ingester.log(.info, "upstream \(url): connection \(connection.number) took over from connection \(old.number)")
                 armRotation(after: ingester.settings.rotateSeconds)
@@ -420,7 +424,7 @@ final class UpstreamSource: UpstreamConnectionOwner {
         if connection === successor {
             successor = nil
             ingester.log(.warning, "upstream \(url): successor connection \(connection.number) failed (\(reason)); the current one carries on")
-            armRotation(after: backoff.nextDelay(random: Double.random(in: 0...1, using: &random)))
+            armRotation(after: rotationBackoff.nextDelay(random: Double.random(in: 0...1, using: &random)))
             return
         }
         guard connection === current else { return }
