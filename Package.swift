@@ -66,7 +66,7 @@ let package = Package(
 
         // Upstream market-data feeds (Binance format): WebSocket clients on the ingestion edge
         // loop, mapped events published through the StreamPublisher.
-        .target(name: "Upstream", dependencies: ["CLibEV", "Reactor", "WireProtocol", "TradingStream", "Ingestion"]),
+        .target(name: "Upstream", dependencies: ["CLibEV", "CTLSShims", "Reactor", "WireProtocol", "TradingStream", "Ingestion"]),
 
         // The edge server: HTTP routes, WebSocket sessions, per-worker connection tables,
         // the per-core broadcast path.

@@ -150,6 +150,9 @@ public struct ServerConfiguration: Sendable {
     /// `--upstream-stale`: a symbol without an upstream event this long is stale. Binance
     /// sends a ticker every second; 30 s is a feed that stopped, not a quiet market.
     public var upstreamStaleMilliseconds = 30_000
+    /// `--upstream-ca-file`: CAs (PEM) that wss:// upstreams are verified against; nil: the
+    /// system's trust store. Verification is always on.
+    public var upstreamCAFile: String?
 
     /// The ingester's settings (call after `validate()` found no problem).
     public var upstreamSettings: UpstreamSettings {
@@ -160,6 +163,7 @@ public struct ServerConfiguration: Sendable {
         // A connection silent (not even a ping) for twice the staleness limit, and at least
         // 10 s, is taken for half-open and replaced.
         s.connection.silenceTimeout = max(10, 2 * s.staleSeconds)
+        s.caFile = upstreamCAFile
         return s
     }
 
@@ -233,6 +237,9 @@ public struct ServerConfiguration: Sendable {
                 problems.append("--upstream-rotate must be between 1 s and 24 h (Binance ends connections after 24 h)")
             }
             if !(500...3_600_000).contains(upstreamStaleMilliseconds) { problems.append("--upstream-stale must be between 0.5 s and 1 h") }
+            if let file = upstreamCAFile, access(file, R_OK) != 0 {
+                problems.append("--upstream-ca-file \(file) cannot be read: check the path and its permissions")
+            }
         }
         return problems
     }

@@ -183,7 +183,13 @@ public final class Server: @unchecked Sendable {
         }
         if !config.upstreams.isEmpty {
             let logger = context.logger
-            let ingester = UpstreamIngester(settings: config.upstreamSettings, publisher: context.publisher) { level, line in
+            let settings = config.upstreamSettings
+            var tls: OpaquePointer?
+            switch settings.makeTLSContext() {
+            case .success(let context): tls = context
+            case .failure(let error): throw .invalidConfiguration(["--upstream-ca-file: \(error.message)"])
+            }
+            let ingester = UpstreamIngester(settings: settings, publisher: context.publisher, tlsContext: tls) { level, line in
                 switch level {
                 case .info: logger.info("\(line)")
                 case .warning: logger.warning("\(line)")

@@ -1,4 +1,5 @@
 import CLibEV
+import CTLSShims
 import Glibc
 import Ingestion
 import Reactor
@@ -16,8 +17,26 @@ public struct UpstreamSettings: Sendable {
     /// a ticker every second, so 30 s is a feed that stopped, not a quiet market.
     public var staleSeconds = 30.0
     public var connection = UpstreamConnectionLimits()
+    /// PEM file of the CAs wss:// upstreams are verified against; nil: the system store.
+    public var caFile: String?
 
     public init() {}
+
+    /// The client TLS context for wss:// URLs (peer and host name verified), nil when no
+    /// URL needs one; a failure says why (an unreadable or invalid CA file).
+    public func makeTLSContext() -> Result<OpaquePointer?, UpstreamTLSError> {
+        guard urls.contains(where: { $0.scheme == .wss }) else { return .success(nil) }
+        var error = [CChar](repeating: 0, count: 256)
+        guard let context = tw_tls_client_context(1, caFile, &error, error.count) else {
+            return .failure(UpstreamTLSError(message: String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)))
+        }
+        return .success(context)
+    }
+}
+
+public struct UpstreamTLSError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public var description: String { message }
 }
 
 /// What the ingester logs (the server turns it into its logger's levels).
@@ -65,9 +84,13 @@ public final class UpstreamIngester: @unchecked Sendable {
         var stale = false
     }
 
-    public init(settings: UpstreamSettings, publisher: StreamPublisher, edge: EdgeLoop = .edge,
+    /// The client TLS context of wss:// connections (from `UpstreamSettings.makeTLSContext`).
+    let tlsContext: OpaquePointer?
+
+    public init(settings: UpstreamSettings, publisher: StreamPublisher, edge: EdgeLoop = .edge, tlsContext: OpaquePointer? = nil,
                 log: @escaping @Sendable (UpstreamLogLevel, String) -> Void) {
         self.settings = settings
+        self.tlsContext = tlsContext
         self.publisher = publisher
         self.edge = edge
         self.logLine = log
@@ -342,7 +365,8 @@ final class UpstreamSource: UpstreamConnectionOwner {
 
     private func newConnection() -> UpstreamConnection {
         connections += 1
-        let c = UpstreamConnection(url: url, edge: ingester.edge, limits: ingester.settings.connection, number: connections)
+        let c = UpstreamConnection(url: url, edge: ingester.edge, limits: ingester.settings.connection, number: connections,
+                                   tlsContext: ingester.tlsContext)
         c.owner = self
         return c
     }

@@ -162,6 +162,9 @@ struct Tickwire: ParsableCommand {
     @Option(help: "A symbol with no upstream event for this long is stale: /health lists it and clients get a broadcast Error FEED_STALE.")
     var upstreamStale = DurationArgument(milliseconds: 30_000)
 
+    @Option(help: "PEM file of the CAs that wss:// upstreams are verified against (default: the system's trust store; verification is always on).")
+    var upstreamCaFile: String?
+
     @Option(help: "Lowest log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -251,6 +254,7 @@ struct Tickwire: ParsableCommand {
         config.upstreams = upstream
         config.upstreamRotateMilliseconds = upstreamRotate.milliseconds
         config.upstreamStaleMilliseconds = upstreamStale.milliseconds
+        config.upstreamCAFile = upstreamCaFile
         // --upstream replaces the simulator unless both were asked for.
         if !upstream.isEmpty && !SimulatorChoice.explicit { config.simulator = false }
         return config
@@ -431,7 +435,7 @@ func argumentsWithEnvironment() -> [String] {
     }
     // The upstream feeds: TICKWIRE_UPSTREAM is a comma-separated list of URLs; the two
     // durations go like any other option.
-    for option in ["upstream-rotate", "upstream-stale"] where !given.contains("--\(option)") {
+    for option in ["upstream-rotate", "upstream-stale", "upstream-ca-file"] where !given.contains("--\(option)") {
         if let value = variable(option), !value.isEmpty { args += ["--\(option)", value] }
     }
     if !given.contains("--upstream"), let value = variable("upstream") {

@@ -65,12 +65,22 @@ class Connection:
 
 
 class FakeUpstream:
-    def __init__(self):
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
+    def __init__(self, tls=None):
+        """`tls`: an ssl.SSLContext (server side) for a wss:// upstream, listening on both
+        loopbacks (::1 and 127.0.0.1) so that `localhost` reaches it whichever comes first."""
+        self.tls = tls
+        if tls:
+            self.listener = socket.socket(socket.AF_INET6)
+            self.listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.listener.bind(("::", 0))
+        else:
+            self.listener = socket.socket()
+            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(16)
         self.port = self.listener.getsockname()[1]
+        self.tls_failures = 0
         self.connections = []
         self.pongs = []
         self.unmasked_frames = 0
@@ -81,8 +91,9 @@ class FakeUpstream:
         self.sent = {}                 # event time -> time.time_ns() when sent (feed)
         threading.Thread(target=self._accept, daemon=True).start()
 
-    def url(self, streams="btcusdt@ticker/btcusdt@kline_1m/btcusdt@aggTrade/ethusdt@ticker"):
-        return f"ws://127.0.0.1:{self.port}/stream?streams={streams}"
+    def url(self, streams="btcusdt@ticker/btcusdt@kline_1m/btcusdt@aggTrade/ethusdt@ticker", host=None):
+        scheme = "wss" if self.tls else "ws"
+        return f"{scheme}://{host or ('localhost' if self.tls else '127.0.0.1')}:{self.port}/stream?streams={streams}"
 
     # --- server side
 
@@ -96,6 +107,15 @@ class FakeUpstream:
             threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
 
     def _serve(self, sock):
+        if self.tls:
+            try:
+                sock.settimeout(5)
+                sock = self.tls.wrap_socket(sock, server_side=True)
+                sock.settimeout(None)
+            except (OSError, ValueError):
+                self.tls_failures += 1
+                sock.close()
+                return
         head = b""
         while b"\r\n\r\n" not in head:
             chunk = sock.recv(4096)

@@ -249,3 +249,50 @@ def test_latency_from_upstream_event_to_subscriber(tmp_path, upstream):
         sub.close()
     finally:
         srv.stop()
+
+
+def make_certificate(directory):
+    import subprocess
+    cert, key = directory / "upstream.crt", directory / "upstream.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.fixture
+def tls_upstream(tmp_path):
+    import ssl
+    cert, key = make_certificate(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    fake = FakeUpstream(tls=context)
+    fake.cert = cert
+    yield fake
+    fake.close()
+
+
+def test_wss_upstream_verified_against_the_ca_file(tmp_path, tls_upstream):
+    srv = start(tmp_path, tls_upstream, "--upstream-ca-file", str(tls_upstream.cert))
+    try:
+        sub = Subscriber(srv)
+        tls_upstream.replay_fixture()
+        got = sub.until(lambda m: m["type"] == "MarketData", what="data over wss")
+        assert got[-1]["data"]["symbol"] == "BTCUSDT"
+        tls_upstream.ping(b"tls-ping")
+        wait_for(lambda: b"tls-ping" in tls_upstream.pongs, what="a pong over TLS")
+        sub.close()
+    finally:
+        srv.stop()
+
+
+def test_wss_upstream_with_an_untrusted_certificate_is_refused(tmp_path, tls_upstream):
+    # Verification is on: the system store does not know this self-signed certificate.
+    srv = Process(tmp_path, "--workers", "1", "--upstream", tls_upstream.url())
+    try:
+        wait_for(lambda: tls_upstream.tls_failures >= 1, what="the TLS handshake to be refused")
+        assert not tls_upstream.open_connections()
+        wait_for(lambda: "TLS with localhost" in srv.log_path.read_text(), what="the refusal logged")
+        assert health(srv)["upstream"]["state"] == "down"
+    finally:
+        srv.stop()

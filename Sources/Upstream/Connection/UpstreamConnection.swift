@@ -1,4 +1,5 @@
 import CLibEV
+import CTLSShims
 import Glibc
 import Reactor
 import WireProtocol
@@ -37,7 +38,7 @@ public struct UpstreamConnectionLimits: Sendable {
 /// Loop thread only. The owner holds the connection; its watchers point at it unretained
 /// and are stopped before `connectionClosed`, so nothing fires after that.
 final class UpstreamConnection {
-    enum State: Equatable { case resolving, connecting, handshaking, open, closing, closed }
+    enum State: Equatable { case resolving, connecting, securing, handshaking, open, closing, closed }
 
     let url: UpstreamURL
     let edge: EdgeLoop
@@ -68,9 +69,13 @@ final class UpstreamConnection {
     private static let maxOutput = 1 << 20
     private let handshake: UpstreamHandshake
     private var lastReceived = 0.0
+    /// wss://: the client context (peer verification on) and this connection's session.
+    private let tlsContext: OpaquePointer?
+    private var session: OpaquePointer?
 
-    init(url: UpstreamURL, edge: EdgeLoop, limits: UpstreamConnectionLimits, number: Int) {
+    init(url: UpstreamURL, edge: EdgeLoop, limits: UpstreamConnectionLimits, number: Int, tlsContext: OpaquePointer? = nil) {
         self.url = url
+        self.tlsContext = url.scheme == .wss ? tlsContext : nil
         self.edge = edge
         self.limits = limits
         self.number = number
@@ -96,6 +101,7 @@ final class UpstreamConnection {
         io.deallocate()
         timer.deallocate()
         buffer.deallocate()
+        if let session { tw_tls_free(session) }
         if fd >= 0 { Glibc.close(fd) }
     }
 
@@ -147,11 +153,31 @@ final class UpstreamConnection {
             var length = socklen_t(MemoryLayout<Int32>.size)
             getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length)
             if error != 0 { return finish("connect to \(url.hostHeader): \(String(cString: strerror(error)))") }
-            state = .handshaking
-            send(handshake.request(for: url))
-            if state == .closed { return }
+            if url.scheme == .wss {
+                guard let tlsContext, let s = tw_tls_connect(tlsContext, fd, url.host) else {
+                    return finish("no TLS session for \(url.hostHeader)")
+                }
+                session = s
+                state = .securing
+            } else {
+                state = .handshaking
+                send(handshake.request(for: url))
+                if state == .closed { return }
+            }
         }
-        if revents & TW_EV_WRITE != 0 && !output.isEmpty {
+        if state == .securing {
+            // TLS first (SNI and the certificate checked against the host), then the upgrade.
+            switch tw_tls_handshake(session) {
+            case 1:
+                state = .handshaking
+                send(handshake.request(for: url))
+                if state == .closed { return }
+            case -1: return watch(write: false)
+            case TW_TLS_WANTS_WRITE: return watch(write: true)
+            default: return finish("TLS with \(url.hostHeader) failed: \(String(cString: tw_tls_last_error()))")
+            }
+        }
+        if revents & TW_EV_WRITE != 0 && (!output.isEmpty || session.map({ tw_tls_backlog($0) != 0 }) == true) {
             flush()
             if state == .closed { return }
         }
@@ -162,16 +188,19 @@ final class UpstreamConnection {
         // A bounded number of reads per wake-up keeps one busy feed from starving the loop.
         for _ in 0..<16 {
             let space = buffer.count - filled
-            let n = recv(fd, buffer.baseAddress! + filled, space, 0)
+            let n = session.map { tw_tls_read($0, buffer.baseAddress! + filled, space) } ?? recv(fd, buffer.baseAddress! + filled, space, 0)
             if n > 0 {
                 filled += n
                 lastReceived = ev_now(edge.rawLoop)
                 process()
                 if state == .closed { return }
-                if n < space { return }   // drained the socket
+                // Drained the socket (and TLS holds no decrypted bytes back).
+                if n < space && (session.map { tw_tls_pending($0) } ?? 0) == 0 { return }
                 continue
             }
             if n == 0 { return finish(state == .closing ? "closed" : "the upstream closed the connection") }
+            if n == TW_TLS_WANTS_WRITE { return watch(write: true) }
+            if n == TW_TLS_FAILED { return finish("TLS: \(String(cString: tw_tls_last_error()))") }
             if errno == EINTR { continue }
             if errno == EAGAIN || errno == EWOULDBLOCK { return }
             return finish("read: \(String(cString: strerror(errno)))")
@@ -253,7 +282,7 @@ final class UpstreamConnection {
 
     private func onTimer() {
         switch state {
-        case .resolving, .connecting, .handshaking:
+        case .resolving, .connecting, .securing, .handshaking:
             finish("no upgrade within \(limits.connectTimeout) s")
         case .open:
             if ev_now(edge.rawLoop) - lastReceived >= limits.silenceTimeout {
@@ -285,7 +314,7 @@ final class UpstreamConnection {
             if state == .closed { return }
             state = .closing
             arm(after: limits.closeTimeout, repeat: 0)
-        case .resolving, .connecting, .handshaking:
+        case .resolving, .connecting, .securing, .handshaking:
             finish("closed before the upgrade")
         case .closing, .closed:
             break
@@ -303,6 +332,11 @@ final class UpstreamConnection {
         state = .closed
         if ioActive { ev_io_stop(edge.rawLoop, io); ioActive = false }
         ev_timer_stop(edge.rawLoop, timer)
+        if let session {
+            tw_tls_close_notify(session)
+            tw_tls_free(session)
+            self.session = nil
+        }
         if fd >= 0 { Glibc.close(fd); fd = -1 }
         owner?.connectionClosed(self, reason: reason)
     }
@@ -321,6 +355,21 @@ final class UpstreamConnection {
     }
 
     private func flush() {
+        if let session {
+            // A record the socket did not take is held by the session and goes first.
+            while !output.isEmpty || tw_tls_backlog(session) != 0 {
+                let n = output.withUnsafeBytes { raw in
+                    var iov = iovec(iov_base: UnsafeMutableRawPointer(mutating: raw.baseAddress), iov_len: raw.count)
+                    return tw_tls_writev(session, &iov, raw.count > 0 ? 1 : 0)
+                }
+                if n > 0 { output.removeFirst(n); continue }
+                if n == 0 && output.isEmpty { continue }
+                if n < 0 && errno == EINTR && n == -1 { continue }
+                if n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK) { break }
+                return finish("TLS write: \(String(cString: tw_tls_last_error()))")
+            }
+            return watch(write: !output.isEmpty || tw_tls_backlog(session) != 0)
+        }
         while !output.isEmpty {
             let n = output.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             if n > 0 { output.removeFirst(n); continue }

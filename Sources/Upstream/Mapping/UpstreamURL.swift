@@ -21,9 +21,6 @@ public struct UpstreamURL: Sendable, Equatable, CustomStringConvertible {
         guard let schemeEnd, let scheme = Scheme(rawValue: String(text[..<schemeEnd.lowerBound]).lowercased()) else {
             throw Invalid(description: "\(text): an upstream URL starts with ws:// (or wss://)")
         }
-        if scheme == .wss {
-            throw Invalid(description: "\(text): wss:// upstreams are not supported yet; use a ws:// endpoint or a local TLS-terminating proxy")
-        }
         let rest = text[schemeEnd.upperBound...]
         let slash = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? rest.endIndex
         let authority = rest[..<slash]
