@@ -185,8 +185,9 @@ final class UpstreamConnection {
     }
 
     private func onReadable() {
-        // A bounded number of reads per wake-up keeps one busy feed from starving the loop.
-        for _ in 0..<16 {
+        // At most 1 MiB per wake-up (four full buffers): a feed arriving faster than it is
+        // mapped must not starve the rest of the edge loop (metrics, publish requests).
+        for _ in 0..<4 {
             let space = buffer.count - filled
             let n = session.map { tw_tls_read($0, buffer.baseAddress! + filled, space) } ?? recv(fd, buffer.baseAddress! + filled, space, 0)
             if n > 0 {
