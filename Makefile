@@ -42,6 +42,8 @@ test: deps
 	TICKWIRE_BIN=$(DEBUG_BIN) $(PYTHON) -m pytest -q Tests/Cluster
 	# max_frequency over real sockets: rate, newest value, events never throttled, resume (issue 12).
 	TICKWIRE_BIN=$(DEBUG_BIN) $(PYTHON) -m pytest -q Tests/Conflation
+	# Upstream feeds against a fake Binance-format upstream on loopback.
+	TICKWIRE_BIN=$(DEBUG_BIN) $(PYTHON) -m pytest -q Tests/Upstream
 	Fuzz/fuzz.sh run $(FUZZ_TEST_SECONDS)
 	VENV=$(VENV) scripts/browser-test.sh $(DEBUG_BIN)
 

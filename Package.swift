@@ -64,13 +64,17 @@ let package = Package(
         // The ingestion edge (Swift actors): publisher, snapshot, market simulator.
         .target(name: "Ingestion", dependencies: ["TradingStream", "Reactor", "WireProtocol", "Cluster"]),
 
+        // Upstream market-data feeds (Binance format): WebSocket clients on the ingestion edge
+        // loop, mapped events published through the StreamPublisher.
+        .target(name: "Upstream", dependencies: ["CLibEV", "CTLSShims", "Reactor", "WireProtocol", "TradingStream", "Ingestion"]),
+
         // The edge server: HTTP routes, WebSocket sessions, per-worker connection tables,
         // the per-core broadcast path.
         .target(
             name: "EdgeServer",
             dependencies: [
                 "CLibEV", "CSystemShims", "CTLSShims", "Reactor", "WireProtocol", "TradingStream", "Ingestion",
-                "AccessToken", "Authentication", "Cluster",
+                "AccessToken", "Authentication", "Cluster", "Upstream",
                 .product(name: "Logging", package: "swift-log"),
             ],
             // The dashboard and the browser client, compiled into the binary: one file to deploy.

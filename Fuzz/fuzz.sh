@@ -18,7 +18,7 @@ SWIFTC=${SWIFTC:-swiftc}
 JOBS=${FUZZ_JOBS:-1}
 # libFuzzer reports a crash itself; Swift's own backtracer would only slow that down.
 export SWIFT_BACKTRACE=enable=no
-ALL_TARGETS=(http-head frame-decoder utf8 json base64 query jwt deflate)
+ALL_TARGETS=(http-head frame-decoder utf8 json base64 query jwt deflate upstream-events)
 # -O keeps Swift's overflow and bounds checks (only -Ounchecked drops them).
 # WireProtocol imports COpenSSL (SHA-1) and CZlib (permessage-deflate), so every target links both.
 SWIFT_FLAGS=(-O -g -sanitize=fuzzer,address -use-ld=lld -I COpenSSL -I CZlib -I "$OUT/modules")
@@ -28,7 +28,16 @@ modules_of() {
     case $1 in
         json) echo WireProtocol TradingStream ;;
         jwt) echo WireProtocol TradingStream AccessToken ;;
+        upstream-events) echo WireProtocol TradingStream ;;
         *) echo WireProtocol ;;
+    esac
+}
+
+# Sources compiled into a target's harness itself: the pure part of a module whose other
+# files need libev (Sources/Upstream/Mapping/ is bytes in, outcomes out).
+sources_of() {
+    case $1 in
+        upstream-events) find Sources/Upstream/Mapping -name '*.swift' | sort ;;
     esac
 }
 
@@ -59,11 +68,12 @@ build() {
     for t in "${targets[@]}"; do
         objects=()
         for m in $(modules_of "$t"); do objects+=("$OUT/modules/$m.o"); done
-        local bin=$OUT/bin/$t harness=Fuzz/Targets/$t.swift
-        if [ -e "$bin" ] && [ -z "$(find "$harness" Fuzz/Support "${objects[@]}" -newer "$bin" -print -quit)" ]; then continue; fi
+        local bin=$OUT/bin/$t harness=Fuzz/Targets/$t.swift extra
+        mapfile -t extra < <(sources_of "$t")
+        if [ -e "$bin" ] && [ -z "$(find "$harness" Fuzz/Support "${objects[@]}" "${extra[@]}" -newer "$bin" -print -quit)" ]; then continue; fi
         echo "fuzz: linking $t"
         "$SWIFTC" "${SWIFT_FLAGS[@]}" -parse-as-library -module-name "Fuzz_${t//-/_}" \
-            "$harness" Fuzz/Support/*.swift "${objects[@]}" -lcrypto -lz -o "$bin"
+            "$harness" "${extra[@]}" Fuzz/Support/*.swift "${objects[@]}" -lcrypto -lz -o "$bin"
     done
 }
 

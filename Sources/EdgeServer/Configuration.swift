@@ -1,6 +1,7 @@
 import Authentication
 import Cluster
 import Glibc
+import Upstream
 import WireProtocol
 
 /// Whether `/ws` and `/api/snapshot` take access tokens (PROTOCOL.md "Authentication").
@@ -155,6 +156,32 @@ public struct ServerConfiguration: Sendable {
         return s
     }
 
+    // Upstream feeds (issue 13). Without `upstreams` nothing is ingested from a venue.
+    /// `--upstream` URLs: Binance-format streams (`ws://HOST[:PORT]/stream?streams=...`).
+    public var upstreams: [String] = []
+    /// `--upstream-rotate`: a successor connection opens this long after each connection
+    /// opened (Binance ends connections at 24 h; 23 h leaves an hour to switch).
+    public var upstreamRotateMilliseconds = 23 * 3_600_000
+    /// `--upstream-stale`: a symbol without an upstream event this long is stale. Binance
+    /// sends a ticker every second; 30 s is a feed that stopped, not a quiet market.
+    public var upstreamStaleMilliseconds = 30_000
+    /// `--upstream-ca-file`: CAs (PEM) that wss:// upstreams are verified against; nil: the
+    /// system's trust store. Verification is always on.
+    public var upstreamCAFile: String?
+
+    /// The ingester's settings (call after `validate()` found no problem).
+    public var upstreamSettings: UpstreamSettings {
+        var s = UpstreamSettings()
+        s.urls = upstreams.compactMap { try? UpstreamURL($0) }
+        s.rotateSeconds = Double(upstreamRotateMilliseconds) / 1000
+        s.staleSeconds = Double(upstreamStaleMilliseconds) / 1000
+        // A connection silent (not even a ping) for twice the staleness limit, and at least
+        // 10 s, is taken for half-open and replaced.
+        s.connection.silenceTimeout = max(10, 2 * s.staleSeconds)
+        s.caFile = upstreamCAFile
+        return s
+    }
+
     public init() {}
 
     /// Problems with the settings, each phrased as what to fix; empty when valid.
@@ -223,6 +250,18 @@ public struct ServerConfiguration: Sendable {
         }
         if !(1...1000).contains(maxFrequencyLimit) { problems.append("--max-frequency-limit must be between 1 and 1000 updates per second (got \(maxFrequencyLimit))") }
         if !(0.1...100_000).contains(simulatorRate) { problems.append("--sim-rate must be between 0.1 and 100000 messages per second") }
+        for url in upstreams {
+            do { _ = try UpstreamURL(url) } catch { problems.append("--upstream \(error.description)") }
+        }
+        if !upstreams.isEmpty {
+            if !(1000...(24 * 3_600_000)).contains(upstreamRotateMilliseconds) {
+                problems.append("--upstream-rotate must be between 1 s and 24 h (Binance ends connections after 24 h)")
+            }
+            if !(500...3_600_000).contains(upstreamStaleMilliseconds) { problems.append("--upstream-stale must be between 0.5 s and 1 h") }
+            if let file = upstreamCAFile, access(file, R_OK) != 0 {
+                problems.append("--upstream-ca-file \(file) cannot be read: check the path and its permissions")
+            }
+        }
         return problems
     }
 }

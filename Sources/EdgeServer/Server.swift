@@ -6,6 +6,7 @@ import Ingestion
 import Reactor
 import Synchronization
 import TradingStream
+import Upstream
 
 /// The build's version, reported by /health and --version.
 public enum TickwireVersion {
@@ -48,6 +49,8 @@ final class ServerContext: @unchecked Sendable {
     var leases: [(role: String, lease: LeaderLease)] = []
     /// Leases whose release Redis answered (or that held nothing) after `beginShutdown`.
     let leasesReleased = Atomic<Int>(0)
+    /// With `--upstream`: the upstream feeds (set in `start`, before any reactor runs).
+    var upstream: UpstreamIngester?
 
     /// The scrape-time aggregator of every reactor's counters. Made here, before any
     /// reactor can ask for it (a lazy property would race between reactors).
@@ -100,6 +103,8 @@ public final class Server: @unchecked Sendable {
     /// The ingestion edge, for in-process producers.
     public var publisher: StreamPublisher { context.publisher }
     public var epoch: String { context.epoch }
+    /// The upstream feeds (`--upstream`), for a leader lease to start and stop.
+    public var upstream: UpstreamIngester? { context.upstream }
 
     public init(config: ServerConfiguration, logger: Logger) {
         self.config = config
@@ -185,6 +190,28 @@ public final class Server: @unchecked Sendable {
                 Task(executorPreference: EdgeLoop.edge) { await simulator.start() }
             }
         }
+        if !config.upstreams.isEmpty {
+            let logger = context.logger
+            let settings = config.upstreamSettings
+            var tls: OpaquePointer?
+            switch settings.makeTLSContext() {
+            case .success(let context): tls = context
+            case .failure(let error): throw .invalidConfiguration(["--upstream-ca-file: \(error.message)"])
+            }
+            let ingester = UpstreamIngester(settings: settings, publisher: context.publisher, tlsContext: tls) { level, line in
+                switch level {
+                case .info: logger.info("\(line)")
+                case .warning: logger.warning("\(line)")
+                }
+            }
+            context.upstream = ingester
+            // One ingester per cluster: with --redis only the lease holder ingests.
+            if let cluster = context.cluster {
+                startUpstreamUnderLease(ingester, cluster)
+            } else {
+                ingester.start()
+            }
+        }
         context.logger.info("tickwire listening", metadata: [
             "host": "\(config.host)", "port": "\(port)", "workers": "\(config.workers)",
             "echo": "\(config.echo)", "simulator": "\(config.simulator)", "epoch": "\(context.epoch)",
@@ -244,6 +271,35 @@ public final class Server: @unchecked Sendable {
         lease.start()
     }
 
+    /// In a cluster one node ingests a given set of upstreams: the holder of
+    /// `tickwire:lease:upstream:<hash of the URLs>` (nodes configured with the same feeds
+    /// compete for one lease; different feeds do not block each other). When the holder
+    /// dies another node's ingester starts within the ttl, and publishes continue the
+    /// cluster's seq through the same script.
+    private func startUpstreamUnderLease(_ ingester: UpstreamIngester, _ cluster: ClusterIngest) {
+        let logger = context.logger
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325  // FNV-1a over the sorted URLs
+        for byte in config.upstreams.sorted().joined(separator: " ").utf8 {
+            hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3
+        }
+        let key = "tickwire:lease:upstream:\(String(hash, radix: 16))"
+        let lease = LeaderLease(
+            link: cluster.command, key: key, ttl: Double(config.leaderLeaseTTLMilliseconds) / 1000,
+            onAcquired: {
+                logger.notice("cluster: leader lease acquired: this node ingests the upstreams", metadata: ["key": "\(key)"])
+                ingester.start()
+            },
+            onLost: { why in
+                logger.warning("cluster: leader lease lost: upstream ingestion stopped", metadata: ["key": "\(key)", "reason": "\(why)"])
+                ingester.stop()
+            })
+        context.leases.append(("upstream", lease))
+        logger.info("cluster: competing for the upstream's leader lease", metadata: [
+            "key": "\(key)", "node": "\(lease.nodeID)", "ttl": "\(lease.ttl)",
+        ])
+        lease.start()
+    }
+
     /// Reads the certificate and key files again (SIGHUP) and gives every reactor the new
     /// context for its next handshakes; open connections are untouched. With bad files
     /// the old credentials stay in use and the error says why.
@@ -270,6 +326,7 @@ public final class Server: @unchecked Sendable {
         // takes over at its next try rather than after the ttl.
         let context = self.context
         for (_, lease) in context.leases { lease.stop { context.leasesReleased.add(1, ordering: .relaxed) } }
+        if context.leases.isEmpty { context.upstream?.stop() }
         for worker in context.workers { worker.post(.shutdown) }
     }
 

@@ -164,6 +164,17 @@ struct Tickwire: ParsableCommand {
 
     @Option(help: "With --redis: how long a leader lease (the simulator runs on one node, its holder) outlives its last renew; renewed every third of it. A dead leader is replaced within about this.")
     var leaderLeaseTtl = DurationArgument(milliseconds: 5000)
+    @Option(help: "Binance-format upstream stream to ingest (repeatable), e.g. ws://HOST:PORT/stream?streams=btcusdt@ticker/btcusdt@kline_1m. Turns the simulator off unless --simulator is also given.")
+    var upstream: [String] = []
+
+    @Option(help: "Open a successor upstream connection this long after each one opened, and switch to it without a gap (Binance ends connections after 24 h; default 23 h).")
+    var upstreamRotate = DurationArgument(milliseconds: 23 * 3_600_000)
+
+    @Option(help: "A symbol with no upstream event for this long is stale: /health lists it and clients get a broadcast Error FEED_STALE.")
+    var upstreamStale = DurationArgument(milliseconds: 30_000)
+
+    @Option(help: "PEM file of the CAs that wss:// upstreams are verified against (default: the system's trust store; verification is always on).")
+    var upstreamCaFile: String?
 
     @Option(help: "Lowest log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
@@ -255,6 +266,12 @@ struct Tickwire: ParsableCommand {
         config.redisCommandTimeoutMilliseconds = redisCommandTimeout.milliseconds
         config.redisStartupTimeoutMilliseconds = redisStartupTimeout.milliseconds
         config.leaderLeaseTTLMilliseconds = leaderLeaseTtl.milliseconds
+        config.upstreams = upstream
+        config.upstreamRotateMilliseconds = upstreamRotate.milliseconds
+        config.upstreamStaleMilliseconds = upstreamStale.milliseconds
+        config.upstreamCAFile = upstreamCaFile
+        // --upstream replaces the simulator unless both were asked for.
+        if !upstream.isEmpty && !SimulatorChoice.explicit { config.simulator = false }
         return config
     }
 
@@ -432,7 +449,22 @@ func argumentsWithEnvironment() -> [String] {
         guard let value = variable(list) else { continue }
         for origin in value.split(separator: ",") { args += ["--\(list)", String(origin).trimmingCharacters(in: .whitespaces)] }
     }
+    // The upstream feeds: TICKWIRE_UPSTREAM is a comma-separated list of URLs; the two
+    // durations go like any other option.
+    for option in ["upstream-rotate", "upstream-stale", "upstream-ca-file"] where !given.contains("--\(option)") {
+        if let value = variable(option), !value.isEmpty { args += ["--\(option)", value] }
+    }
+    if !given.contains("--upstream"), let value = variable("upstream") {
+        for url in value.split(separator: ",") where !url.isEmpty { args += ["--upstream", String(url).trimmingCharacters(in: .whitespaces)] }
+    }
+    SimulatorChoice.explicit = args.contains("--simulator")
     return args
+}
+
+/// Whether --simulator (or TICKWIRE_SIMULATOR=true) was given, not just defaulted: with
+/// --upstream the simulator runs only when asked for.
+enum SimulatorChoice {
+    nonisolated(unsafe) static var explicit = false
 }
 
 extension String {

@@ -261,3 +261,47 @@ def test_cluster_metrics_pass_promtool_and_count_503s(started, redis):
     assert a.metric('tickwire_cluster_redis_link_up{link="command"}') == 0
     # With Redis gone, the leader stops before its lease could have expired in Redis.
     wait_for(lambda: leader(a) == 0, timeout=LEASE_TTL + 1, what="the lease given up")
+
+
+def test_one_node_ingests_the_upstream_and_a_survivor_takes_over_after_sigkill(started, redis):
+    """Issue 13 item 4: with --redis, nodes given the same --upstream compete for one lease;
+    only the holder connects to the upstream, and after it is SIGKILLed the survivor
+    connects and the cluster's stream continues with no gap and no duplicate."""
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "Upstream"))
+    from fake_upstream import FakeUpstream
+
+    fake = FakeUpstream()
+    try:
+        fake.start_feed(rate=40.0)
+        url = fake.url("btcusdt@ticker")
+        a = started(redis.url, "--upstream", url)
+        b = started(redis.url, "--upstream", url)
+
+        def upstream_leader(node):
+            return node.metric('tickwire_cluster_leader{role="upstream"}')
+
+        wait_for(lambda: upstream_leader(a) + upstream_leader(b) == 1, timeout=LEASE_TTL + 3, what="one upstream leader")
+        wait_for(lambda: len(fake.open_connections()) == 1, what="the leader alone to connect to the upstream")
+        until = time.monotonic() + 2 * LEASE_TTL
+        while time.monotonic() < until:
+            assert upstream_leader(a) + upstream_leader(b) == 1, "never two ingesters, never none while both run"
+            assert len(fake.open_connections()) <= 1, "only the lease holder connects upstream"
+        first, survivor = (a, b) if upstream_leader(a) == 1 else (b, a)
+        sock, frames, _ = connect(survivor)
+        sock.settimeout(LEASE_TTL + 10)
+        seen = [m for m in broadcasts(frames, 10)]
+        assert all(m["type"] == "MarketData" for m in seen), "the upstream's tickers, the simulator is off"
+
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait(5)
+        head_at_kill = health(survivor)["cluster"]["head"]
+        wait_for(lambda: upstream_leader(survivor) == 1, timeout=LEASE_TTL + 2, what="the survivor to take the upstream lease")
+        wait_for(lambda: len(fake.open_connections()) >= 1, timeout=LEASE_TTL + 5, what="the survivor to connect upstream")
+        while seen[-1]["seq"] < head_at_kill + 20:
+            seen += broadcasts(frames, 1)
+        seqs = [m["seq"] for m in seen]
+        assert seqs == list(range(seqs[0], seqs[-1] + 1)), "one stream: no gap, no duplicate across the takeover"
+        assert survivor.metric('tickwire_cluster_leader_acquired_total{role="upstream"}') >= 1
+        sock.close()
+    finally:
+        fake.close()

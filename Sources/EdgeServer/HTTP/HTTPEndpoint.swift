@@ -4,6 +4,7 @@ import Ingestion
 import Logging
 import Reactor
 import TradingStream
+import Upstream
 import WireProtocol
 
 /// Compares secrets in time independent of where they differ.
@@ -214,6 +215,11 @@ final class HTTPEndpoint {
             let up = ingest.linkUp.load(ordering: .relaxed)
             if !up && status == "ok" { status = "degraded" }
             cluster = ",\"cluster\":{\"link\":\"\(up ? "up" : "down")\",\"epoch\":\"\(ingest.epoch)\",\"head\":\(ingest.head.load(ordering: .relaxed))}"
+        }
+        if let upstream = worker.context.upstream {
+            // Stale symbols or no upstream connection: still 200, the node serves what it has.
+            if upstream.isDegraded && status == "ok" { status = "degraded" }
+            cluster += ",\"upstream\":\(upstream.healthFragment)"
         }
         return Array("{\"status\":\"\(status)\",\"uptime_s\":\(uptime),\"workers\":\(worker.context.workers.count),\"connections\":\(webSockets),\"version\":\"\(TickwireVersion.string)\"\(cluster)}".utf8)
     }

@@ -2,6 +2,7 @@ import Glibc
 import Ingestion
 import Reactor
 import TradingStream
+import Upstream
 
 /// `GET /metrics` (Prometheus text exposition format 0.0.4). The reactors only ever
 /// write their own plain counters; on each scrape this actor, on the edge loop, reads
@@ -121,7 +122,24 @@ actor MetricsExporter {
         text.gauge("tickwire_uptime_seconds", "Seconds since the server started.",
                    Double(monotonicMilliseconds() - context.startedAtMonotonic) / 1000)
         processMetrics(&text)
+        if let upstream = context.upstream { upstreamMetrics(&text, upstream.metrics()) }
         return Array(text.output.utf8)
+    }
+
+    /// Upstream feeds (`--upstream`): events by type, connections, and each symbol's age.
+    private func upstreamMetrics(_ text: inout MetricsText, _ m: UpstreamIngester.Metrics) {
+        text.labeled("tickwire_upstream_events_total", "counter",
+                     "Upstream messages by type: 24hrTicker, kline, aggTrade (counted only), unknown and malformed (skipped), duplicate (already delivered).",
+                     m.events.map { ("type=\"\($0.type)\"", Double($0.count)) })
+        text.gauge("tickwire_upstream_connections_up", "Upstream URLs whose connection is open.", Double(m.connectionsUp))
+        text.counter("tickwire_upstream_reconnects_total", "Upstream connections lost and scheduled to reconnect (with backoff).", m.reconnects)
+        text.counter("tickwire_upstream_rotations_total", "Upstream connections replaced ahead of their end by a successor, without a gap.", m.rotations)
+        text.counter("tickwire_upstream_pongs_total", "Pongs sent in answer to upstream pings.", m.pongs)
+        text.counter("tickwire_upstream_stale_notices_total", "FEED_STALE and FEED_RECOVERED notices broadcast.", m.staleNotices)
+        text.labeled("tickwire_upstream_symbol_age_seconds", "gauge", "Seconds since the symbol's last upstream event.",
+                     m.symbolAges.map { ("symbol=\"\($0.symbol)\"", $0.seconds) }, emptyLabel: nil)
+        text.labeled("tickwire_upstream_symbol_stale", "gauge", "1 while the symbol is stale (no event for --upstream-stale), else 0.",
+                     m.symbolAges.map { ("symbol=\"\($0.symbol)\"", $0.stale ? 1 : 0) })
     }
 
     /// Tokens: results of the checks, refreshes, expiry closes, forbidden subscriptions.
