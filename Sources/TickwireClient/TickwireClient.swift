@@ -1,3 +1,7 @@
+// Over 500 lines, on purpose for now: the lifecycle, token refresh, heartbeat and snapshot
+// sections all share the client's private, lock-protected state; moving them to other files
+// would make that state module-visible. The planned cut (next session) follows the MARK
+// sections: Lifecycle, TokenRefresh, Heartbeat, Snapshot, each an extension in its own file.
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)

@@ -1,3 +1,7 @@
+// Over 500 lines, on purpose for now: subscribe, token refresh, resume and sending all read
+// and write the same connection slot and its extras on the reactor, through private helpers;
+// splitting them across files would widen those helpers to module scope. The planned cut
+// (next session) is Subscribe/Resume/TokenRefresh into their own files, per its MARK sections.
 import AccessToken
 import Logging
 import Reactor
