@@ -61,6 +61,45 @@ final class ServerProcess {
         }
     }
 
+    /// The port the server bound. Started with `--port 0`, it logs `tickwire listening …
+    /// port=N` (`"port":"N"` in JSON). Asking the server, rather than picking a free port
+    /// first, leaves no window in which a parallel test's socket takes the port and this
+    /// test talks to someone else's server.
+    func listeningPort(timeout: Double = 10, sourceLocation: SourceLocation = #_sourceLocation) throws -> Int {
+        if reader == nil {
+            // Output left unread on purpose: read just up to the listening line, by hand.
+            let fd = pipe.fileHandleForReading.fileDescriptor
+            let deadline = monotonicNow() + timeout
+            var chunk = [UInt8](repeating: 0, count: 4096)
+            while Self.port(in: output) == nil {
+                let left = deadline - monotonicNow()
+                if left <= 0 { break }
+                var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                if poll(&pfd, 1, Int32(left * 1000) + 1) <= 0 { continue }
+                let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                if n <= 0 { break }
+                captured.lock.withLock { _ in captured.bytes += chunk[0..<n] }
+            }
+        } else {
+            try waitUntil("the listening line; got: \(output.suffix(500))", timeout: timeout, sourceLocation: sourceLocation) {
+                Self.port(in: output) != nil
+            }
+        }
+        guard let port = Self.port(in: output) else {
+            throw TestError("no listening line within \(timeout) s; got: \(output.suffix(500))")
+        }
+        return port
+    }
+
+    private static func port(in output: String) -> Int? {
+        guard let line = output.split(separator: "\n").first(where: { $0.contains("tickwire listening") }) else { return nil }
+        for key in ["port=", "\"port\":\""] {
+            guard let range = line.range(of: key) else { continue }
+            return Int(line[range.upperBound...].prefix { $0.isNumber })
+        }
+        return nil
+    }
+
     /// Everything the process wrote so far.
     var output: String { captured.lock.withLock { _ in String(decoding: captured.bytes, as: UTF8.self) } }
 
@@ -81,32 +120,11 @@ final class ServerProcess {
     func kill() { if process.isRunning { process.terminate() } }
 }
 
-/// A free loopback port (bound and released).
-func freePort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-    return Int(UInt16(bigEndian: addr.sin_port))
-}
-
-/// Waits until the port accepts connections (a refused connect is what is waited out).
-func waitForPort(_ port: Int, seconds: Double = 10, sourceLocation: SourceLocation = #_sourceLocation) throws {
-    try waitUntil("port \(port) to accept connections", timeout: seconds, sourceLocation: sourceLocation) {
-        (try? TestSocket(port: port)) != nil
-    }
-}
-
 @Suite(.serialized) struct ProcessTests {
     @Test func sigtermClosesClientsWith1001AndExitsZero() throws {
-        let port = try freePort()
-        let server = try ServerProcess(["--host", "127.0.0.1", "--port", "\(port)", "--workers", "2", "--echo", "--shutdown-grace", "3s"])
+        let server = try ServerProcess(["--host", "127.0.0.1", "--port", "0", "--workers", "2", "--echo", "--shutdown-grace", "3s"])
         defer { server.kill() }
-        try waitForPort(port)
+        let port = try server.listeningPort()
         let clients = try (0..<4).map { _ in try TestWebSocket(port: port, path: "/ws") }
         for c in clients { _ = try c.readMessage() }     // Connected
         kill(server.process.processIdentifier, SIGTERM)
@@ -123,10 +141,9 @@ func waitForPort(_ port: Int, seconds: Double = 10, sourceLocation: SourceLocati
     }
 
     @Test func shutdownGraceBoundsUnresponsiveClients() throws {
-        let port = try freePort()
-        let server = try ServerProcess(["--host", "127.0.0.1", "--port", "\(port)", "--workers", "1", "--shutdown-grace", "500ms"])
+        let server = try ServerProcess(["--host", "127.0.0.1", "--port", "0", "--workers", "1", "--shutdown-grace", "500ms"])
         defer { server.kill() }
-        try waitForPort(port)
+        let port = try server.listeningPort()
         let stubborn = try TestWebSocket(port: port, path: "/ws")
         let start = Date()
         kill(server.process.processIdentifier, SIGINT)
@@ -137,10 +154,9 @@ func waitForPort(_ port: Int, seconds: Double = 10, sourceLocation: SourceLocati
     }
 
     @Test func portInUseIsAClearError() throws {
-        let port = try freePort()
-        let first = try ServerProcess(["--host", "127.0.0.1", "--port", "\(port)", "--workers", "1"])
+        let first = try ServerProcess(["--host", "127.0.0.1", "--port", "0", "--workers", "1"])
         defer { first.kill() }
-        try waitForPort(port)
+        let port = try first.listeningPort()
         let second = try ServerProcess(["--host", "127.0.0.1", "--port", "\(port)", "--workers", "1"])
         #expect(try second.waitForExit(5) != 0)
         #expect(second.output.contains("port \(port) on 127.0.0.1 is already in use"))
@@ -164,10 +180,9 @@ func waitForPort(_ port: Int, seconds: Double = 10, sourceLocation: SourceLocati
     }
 
     @Test func environmentVariablesConfigure() throws {
-        let port = try freePort()
-        let server = try ServerProcess([], environment: ["TICKWIRE_PORT": "\(port)", "TICKWIRE_HOST": "127.0.0.1", "TICKWIRE_WORKERS": "3", "TICKWIRE_ECHO": "true"])
+        let server = try ServerProcess([], environment: ["TICKWIRE_PORT": "0", "TICKWIRE_HOST": "127.0.0.1", "TICKWIRE_WORKERS": "3", "TICKWIRE_ECHO": "true"])
         defer { server.kill() }
-        try waitForPort(port)
+        let port = try server.listeningPort()
         let s = try TestSocket(port: port)
         try s.send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         #expect(try s.readHTTPResponse().text.contains("\"workers\":3"))
@@ -189,11 +204,10 @@ func waitForPort(_ port: Int, seconds: Double = 10, sourceLocation: SourceLocati
 
 @Suite(.serialized) struct LogTests {
     @Test func jsonLinesCarryTheSpecEventsWithConnectionAndPeer() throws {
-        let port = try freePort()
-        let server = try ServerProcess(["--host", "127.0.0.1", "--port", "\(port)", "--workers", "1", "--no-simulator",
+        let server = try ServerProcess(["--host", "127.0.0.1", "--port", "0", "--workers", "1", "--no-simulator",
                                         "--log-format", "json", "--log-level", "debug"])
         defer { server.kill() }
-        try waitForPort(port)
+        let port = try server.listeningPort()
         let client = try StreamClient(port: port)
         _ = try client.next("Connected")
         _ = try acceptedSeqs(publish(port, trade("BTCUSDT", 1)))
@@ -232,11 +246,10 @@ func waitForPort(_ port: Int, seconds: Double = 10, sourceLocation: SourceLocati
     /// serving; lines past the log's bound are dropped, counted, and reported once the
     /// output drains.
     @Test func aStderrNobodyReadsStallsNoReactor() throws {
-        let port = try freePort()
-        let server = try ServerProcess(["--host", "127.0.0.1", "--port", "\(port)", "--workers", "1", "--no-simulator",
+        let server = try ServerProcess(["--host", "127.0.0.1", "--port", "0", "--workers", "1", "--no-simulator",
                                         "--log-level", "debug"], readOutput: false)
         defer { server.kill() }
-        try waitForPort(port)
+        let port = try server.listeningPort()
         // Each broadcast frame is a DEBUG line (~80 bytes) logged on the one reactor:
         // 10,000 of them fill the pipe (64 KiB) and the log's queue (4096 lines) twice over.
         for round in 0..<10 {
