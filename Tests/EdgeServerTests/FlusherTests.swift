@@ -59,7 +59,9 @@ import WireProtocol
 
         deinit {
             Self.rigs.withLock { $0[fds[0]] = nil }
-            close(fds[0])
+            // The worker closed the connection's end itself if the test closed it (fd -1):
+            // closing it again could close another test's descriptor of that number.
+            if c.pointee.fd == fds[0] { close(fds[0]) }
             close(fds[1])
         }
 

@@ -215,6 +215,8 @@ final class OutputFlusher {
 
     /// Makes the io watcher's events match the flags (libev needs it stopped to change).
     func updateInterest(_ c: UnsafeMutablePointer<Connection>) {
+        // Closed earlier in this pass (a timer or retry may still name it): no watcher to set.
+        guard c.pointee.isLive else { return }
         var events: Int32 = 0
         if !c.pointee.flags.contains(.readPaused) && !c.pointee.flags.contains(.inputStopped) { events |= TW_EV_READ }
         if c.pointee.flags.contains(.writeBlocked) { events |= TW_EV_WRITE }

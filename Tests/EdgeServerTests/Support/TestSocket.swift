@@ -26,7 +26,9 @@ final class TestSocket {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         if rc != 0 {
-            close(fd)
+            // No close here: `self` is whole, so deinit runs and closes `fd`. A second
+            // close could hit a descriptor another thread has opened since (an in-process
+            // reactor's connection), and libev aborts on the EBADF that follows.
             throw TestError("connect to \(host):\(port) failed: errno \(errno)")
         }
         setTimeout(seconds: timeoutSeconds)
