@@ -3,7 +3,6 @@ port): the simulator's leader lease and its takeover after SIGKILL, a new epoch 
 loses the stream, a restart of a persistent Redis that loses nothing, and the cluster's
 metrics under promtool."""
 import json
-import os
 import pathlib
 import shutil
 import signal
@@ -15,9 +14,10 @@ import time
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "support"))
-from wsharness import Closed, Process, free_port, listening, upgrade, wait_for  # noqa: E402
+from wsharness import Closed, Process, free_port, listening, wait_for  # noqa: E402
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from cluster_harness import REDIS, collect, connect, trade  # noqa: E402
 
-REDIS = os.environ.get("REDIS_SERVER", shutil.which("redis-server") or "/usr/bin/redis-server")
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 # Per-connection messages repeat the head's seq; every other type takes a fresh one.
 PER_CONNECTION = {"Connected", "Pong", "SubscriptionConfirmed", "RefreshToken", "TokenRefreshed"}
@@ -76,26 +76,9 @@ def started(tmp_path):
         n.stop()
 
 
-def trade(i):
-    return {"type": "TradeExecuted", "data": {"symbol": "BTCUSDT", "price": i, "quantity": 1}}
-
-
-def connect(node, query=""):
-    sock = socket.create_connection(("127.0.0.1", node.port), timeout=10)
-    frames, _ = upgrade(sock, "/ws" + query)
-    hello = frames.message()
-    assert hello["type"] == "Connected"
-    return sock, frames, hello
-
-
 def broadcasts(frames, count):
     """The next `count` broadcast messages (per-connection ones skipped)."""
-    got = []
-    while len(got) < count:
-        m = frames.message()
-        if m["type"] not in PER_CONNECTION:
-            got.append(m)
-    return got
+    return collect(frames, count, lambda m: m["type"] not in PER_CONNECTION)
 
 
 def confirmation(frames):
