@@ -1,5 +1,6 @@
 """What the cluster tests share: the redis-server binary, a test trade, a `/ws` session on a
 node, and reading the next messages of a kind."""
+import contextlib
 import os
 import pathlib
 import shutil
@@ -7,7 +8,7 @@ import socket
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "support"))
-from wsharness import upgrade  # noqa: E402
+from wsharness import Process, upgrade  # noqa: E402
 
 REDIS = os.environ.get("REDIS_SERVER", shutil.which("redis-server") or "/usr/bin/redis-server")
 
@@ -32,3 +33,20 @@ def collect(frames, count, wanted):
         if wanted(m):
             got.append(m)
     return got
+
+
+@contextlib.contextmanager
+def processes(tmp_path):
+    """`start(*args)` runs a tickwire node in `tmp_path`; every node started is stopped on exit."""
+    started = []
+
+    def start(*args):
+        n = Process(tmp_path, *args)
+        started.append(n)
+        return n
+
+    try:
+        yield start
+    finally:
+        for n in started:
+            n.stop()

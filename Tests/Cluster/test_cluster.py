@@ -9,9 +9,9 @@ import sys
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "support"))
-from wsharness import Process, free_port, listening, wait_for  # noqa: E402
+from wsharness import free_port, listening, wait_for  # noqa: E402
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from cluster_harness import REDIS, collect, connect, trade  # noqa: E402
+from cluster_harness import REDIS, collect, connect, processes, trade  # noqa: E402
 
 
 
@@ -30,16 +30,8 @@ def redis(tmp_path):
 
 @pytest.fixture
 def nodes(tmp_path, redis):
-    started = []
-
-    def start(*args):
-        n = Process(tmp_path, "--no-simulator", "--workers", "2", "--redis", redis[1], *args)
-        started.append(n)
-        return n
-
-    yield start
-    for n in started:
-        n.stop()
+    with processes(tmp_path) as start:
+        yield lambda *args: start("--no-simulator", "--workers", "2", "--redis", redis[1], *args)
 
 
 def trades(frames, count):

@@ -14,9 +14,9 @@ import time
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "support"))
-from wsharness import Closed, Process, free_port, listening, wait_for  # noqa: E402
+from wsharness import Closed, free_port, listening, wait_for  # noqa: E402
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from cluster_harness import REDIS, collect, connect, trade  # noqa: E402
+from cluster_harness import REDIS, collect, connect, processes, trade  # noqa: E402
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 # Per-connection messages repeat the head's seq; every other type takes a fresh one.
@@ -64,16 +64,8 @@ def redis(tmp_path):
 
 @pytest.fixture
 def started(tmp_path):
-    nodes = []
-
-    def start(redis_url, *args):
-        n = Process(tmp_path, "--workers", "1", "--redis", redis_url, "--leader-lease-ttl", f"{LEASE_TTL}s", *args)
-        nodes.append(n)
-        return n
-
-    yield start
-    for n in nodes:
-        n.stop()
+    with processes(tmp_path) as start:
+        yield lambda redis_url, *args: start("--workers", "1", "--redis", redis_url, "--leader-lease-ttl", f"{LEASE_TTL}s", *args)
 
 
 def broadcasts(frames, count):
