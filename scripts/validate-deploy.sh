@@ -88,6 +88,12 @@ errors = []
 def err(msg):
     errors.append(msg)
 
+def require_all(text, checks, flags=0):
+    """An error for each (pattern, what) whose pattern `text` does not contain."""
+    for pattern, what in checks:
+        if not re.search(pattern, text, flags):
+            err(f"missing: {what}")
+
 def warn(msg):
     print("WARN: " + msg)
 
@@ -293,7 +299,7 @@ def check_env():
 # ---- haproxy and nginx content (the real validators run separately) ------------------
 def check_haproxy_content():
     text = open(os.path.join(DEPLOY, "haproxy/haproxy.cfg")).read()
-    for pattern, what in [
+    require_all(text, [
         (r"^\s*balance\s+leastconn\b", "balance leastconn"),
         (r"^\s*timeout\s+tunnel\s+1h\b", "timeout tunnel 1h"),
         (r"^\s*timeout\s+client-fin\s", "timeout client-fin"),
@@ -302,9 +308,7 @@ def check_haproxy_content():
         (r"^\s*http-check\s+expect\s+status\s+200\b", "http-check expect status 200"),
         (r"^\s*stats\s+enable\b", "stats page"),
         (r"^\s*maxconn\s+\d+", "maxconn"),
-    ]:
-        if not re.search(pattern, text, re.M):
-            err(f"missing: {what}")
+    ], re.M)
     servers = re.findall(r"^\s*server\s+\S+\s+(\S+)", text, re.M)
     if len(servers) < 2:
         err("fewer than two backend servers")
@@ -317,15 +321,13 @@ def check_haproxy_content():
 
 def check_haproxy_cluster_content():
     text = open(os.path.join(DEPLOY, "haproxy/haproxy-cluster.cfg")).read()
-    for pattern, what in [
+    require_all(text, [
         (r"^\s*balance\s+leastconn\b", "balance leastconn"),
         (r"^\s*timeout\s+tunnel\s+1h\b", "timeout tunnel 1h"),
         (r"^\s*option\s+httpchk\s+GET\s+/health\b", "option httpchk GET /health"),
         (r"^\s*http-check\s+expect\s+!\s+string\s+draining\b", "draining nodes taken out"),
         (r"^\s*option\s+redispatch\b", "option redispatch"),
-    ]:
-        if not re.search(pattern, text, re.M):
-            err(f"missing: {what}")
+    ], re.M)
     m = re.search(r"^backend\s+tickwire_cluster\b(.*?)(?=^\S)", text, re.M | re.S)
     servers = re.findall(r"^\s*server\s+\S+\s+(\S+)", m.group(1), re.M) if m else []
     if len(set(servers)) != 3:
@@ -354,7 +356,7 @@ def check_redis_content():
 
 def check_nginx_content():
     text = open(os.path.join(DEPLOY, "nginx/tickwire.conf")).read()
-    for pattern, what in [
+    require_all(text, [
         (r"map\s+\$http_upgrade\s+\$\w+", "map $http_upgrade"),
         (r"proxy_set_header\s+Upgrade\s+\$http_upgrade", "Upgrade header"),
         (r"proxy_set_header\s+Connection\s+\$\w+", "Connection header from the map"),
@@ -363,9 +365,7 @@ def check_nginx_content():
         (r"ssl_certificate\s+/etc/ssl/tickwire/fullchain\.pem;", "ssl_certificate /etc/ssl/tickwire/fullchain.pem"),
         (r"ssl_certificate_key\s+/etc/ssl/tickwire/privkey\.pem;", "ssl_certificate_key /etc/ssl/tickwire/privkey.pem"),
         (r"proxy_http_version\s+1\.1", "proxy_http_version 1.1"),
-    ]:
-        if not re.search(pattern, text):
-            err(f"missing: {what}")
+    ])
     if re.search(r"^\s*listen[^;]*\bhttp2\b", text, re.M):
         err("http2 on a listener: WebSocket upgrades need HTTP/1.1")
     ws = re.search(r"location\s+=?\s*/ws\s*\{(.*?)\n\s*\}", text, re.S)

@@ -171,3 +171,34 @@ def browser(pytestconfig):
     driver.set_script_timeout(30)
     yield driver
     driver.quit()
+
+
+@pytest.fixture(scope="module")
+def start_server():
+    """Starts further tickwire servers for one module's tests, each stopped when they end:
+    `start(binary, directory, args, what)` runs `binary --host 127.0.0.1 --port P --workers 2
+    *args` (its log in directory/server.log) and returns its base URL once /health answers."""
+    running = []
+
+    def start(binary, directory, args, what):
+        port = free_port()
+        log = open(directory / "server.log", "wb")
+        proc = subprocess.Popen([binary, "--host", "127.0.0.1", "--port", str(port), "--workers", "2", *args],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        running.append((proc, log))
+        url = f"http://127.0.0.1:{port}"
+
+        def up():
+            assert proc.poll() is None, (directory / "server.log").read_text()
+            try:
+                return urllib.request.urlopen(url + "/health", timeout=1).status == 200
+            except OSError:
+                return False
+        wait_for(up, 20, what)
+        return url
+
+    yield start
+    for proc, log in running:
+        proc.terminate()
+        proc.wait(10)
+        log.close()

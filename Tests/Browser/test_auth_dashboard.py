@@ -6,8 +6,6 @@ import hashlib
 import hmac
 import json
 import shlex
-import socket
-import subprocess
 import time
 import urllib.request
 
@@ -27,32 +25,15 @@ def token(sub):
 
 
 @pytest.fixture(scope="module")
-def auth_server(server, tmp_path_factory):
+def auth_server(server, tmp_path_factory, start_server):
     """A second tickwire, the same binary as the session's, with --auth required."""
     if not server.cmd:
         pytest.skip("needs --server-cmd to find the binary")
     binary = shlex.split(server.cmd)[0]
     d = tmp_path_factory.mktemp("auth")
     (d / "secret").write_bytes(SECRET)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(d / "server.log", "wb")
-    proc = subprocess.Popen([binary, "--host", "127.0.0.1", "--port", str(port), "--workers", "2", "--auth", "required",
-                             "--jwt-secret-file", str(d / "secret"), "--sim-rate", "20"], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-
-    def up():
-        assert proc.poll() is None, (d / "server.log").read_text()
-        try:
-            return urllib.request.urlopen(url + "/health", timeout=1).status == 200
-        except OSError:
-            return False
-    wait_for(up, 20, "the auth server to answer /health")
-    yield url
-    proc.terminate()
-    proc.wait(10)
-    log.close()
+    return start_server(binary, d, ["--auth", "required", "--jwt-secret-file", str(d / "secret"), "--sim-rate", "20"],
+                        "the auth server to answer /health")
 
 
 def snapshot(url, sub):

@@ -11,8 +11,6 @@ the browser allows after a real click (Selenium's clicks are trusted input event
 import json
 import os
 import shlex
-import socket
-import subprocess
 import time
 import urllib.request
 
@@ -48,32 +46,14 @@ SUBSCRIBE_RECORDER = r"""
 
 
 @pytest.fixture(scope="module")
-def quiet_server(pytestconfig, tmp_path_factory):
+def quiet_server(pytestconfig, tmp_path_factory, start_server):
     """The binary under test (from --server-cmd, else TICKWIRE_BIN), without the simulator."""
     cmd = pytestconfig.getoption("server_cmd")
     binary = shlex.split(cmd)[0] if cmd else os.environ.get("TICKWIRE_BIN")
     if not binary:
         pytest.skip("needs --server-cmd or TICKWIRE_BIN to find the binary")
     d = tmp_path_factory.mktemp("notifications")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(d / "server.log", "wb")
-    proc = subprocess.Popen([binary, "--host", "127.0.0.1", "--port", str(port), "--workers", "2", "--no-simulator"],
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-
-    def up():
-        assert proc.poll() is None, (d / "server.log").read_text()
-        try:
-            return urllib.request.urlopen(url + "/health", timeout=1).status == 200
-        except OSError:
-            return False
-    wait_for(up, 20, "the --no-simulator server to answer /health")
-    yield url
-    proc.terminate()
-    proc.wait(10)
-    log.close()
+    return start_server(binary, d, ["--no-simulator"], "the --no-simulator server to answer /health")
 
 
 def publish(url, *messages):

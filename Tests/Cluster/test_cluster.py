@@ -1,20 +1,18 @@
 """Two tickwire nodes on one real redis-server (started and stopped here, on a free
 loopback port): one seq across nodes, resume on any node, a killed node, a stopped Redis."""
 import json
-import os
 import pathlib
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "support"))
-from wsharness import Process, free_port, listening, upgrade, wait_for  # noqa: E402
+from wsharness import free_port, listening, wait_for  # noqa: E402
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from cluster_harness import REDIS, collect, connect, processes, trade  # noqa: E402
 
-REDIS = os.environ.get("REDIS_SERVER", shutil.which("redis-server") or "/usr/bin/redis-server")
 
 
 @pytest.fixture
@@ -32,38 +30,13 @@ def redis(tmp_path):
 
 @pytest.fixture
 def nodes(tmp_path, redis):
-    started = []
-
-    def start(*args):
-        n = Process(tmp_path, "--no-simulator", "--workers", "2", "--redis", redis[1], *args)
-        started.append(n)
-        return n
-
-    yield start
-    for n in started:
-        n.stop()
-
-
-def trade(i):
-    return {"type": "TradeExecuted", "data": {"symbol": "BTCUSDT", "price": i, "quantity": 1}}
-
-
-def connect(node, query=""):
-    sock = socket.create_connection(("127.0.0.1", node.port), timeout=10)
-    frames, _ = upgrade(sock, "/ws" + query)
-    hello = frames.message()
-    assert hello["type"] == "Connected"
-    return sock, frames, hello
+    with processes(tmp_path) as start:
+        yield lambda *args: start("--no-simulator", "--workers", "2", "--redis", redis[1], *args)
 
 
 def trades(frames, count):
     """The next `count` TradeExecuted messages (skipping confirmations)."""
-    got = []
-    while len(got) < count:
-        m = frames.message()
-        if m["type"] == "TradeExecuted":
-            got.append(m)
-    return got
+    return collect(frames, count, lambda m: m["type"] == "TradeExecuted")
 
 
 def test_publish_on_one_node_reaches_the_other_in_order(nodes):

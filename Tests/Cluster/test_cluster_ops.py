@@ -3,7 +3,6 @@ port): the simulator's leader lease and its takeover after SIGKILL, a new epoch 
 loses the stream, a restart of a persistent Redis that loses nothing, and the cluster's
 metrics under promtool."""
 import json
-import os
 import pathlib
 import shutil
 import signal
@@ -15,9 +14,10 @@ import time
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "support"))
-from wsharness import Closed, Process, free_port, listening, upgrade, wait_for  # noqa: E402
+from wsharness import Closed, free_port, listening, wait_for  # noqa: E402
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from cluster_harness import REDIS, collect, connect, processes, trade  # noqa: E402
 
-REDIS = os.environ.get("REDIS_SERVER", shutil.which("redis-server") or "/usr/bin/redis-server")
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 # Per-connection messages repeat the head's seq; every other type takes a fresh one.
 PER_CONNECTION = {"Connected", "Pong", "SubscriptionConfirmed", "RefreshToken", "TokenRefreshed"}
@@ -64,38 +64,13 @@ def redis(tmp_path):
 
 @pytest.fixture
 def started(tmp_path):
-    nodes = []
-
-    def start(redis_url, *args):
-        n = Process(tmp_path, "--workers", "1", "--redis", redis_url, "--leader-lease-ttl", f"{LEASE_TTL}s", *args)
-        nodes.append(n)
-        return n
-
-    yield start
-    for n in nodes:
-        n.stop()
-
-
-def trade(i):
-    return {"type": "TradeExecuted", "data": {"symbol": "BTCUSDT", "price": i, "quantity": 1}}
-
-
-def connect(node, query=""):
-    sock = socket.create_connection(("127.0.0.1", node.port), timeout=10)
-    frames, _ = upgrade(sock, "/ws" + query)
-    hello = frames.message()
-    assert hello["type"] == "Connected"
-    return sock, frames, hello
+    with processes(tmp_path) as start:
+        yield lambda redis_url, *args: start("--workers", "1", "--redis", redis_url, "--leader-lease-ttl", f"{LEASE_TTL}s", *args)
 
 
 def broadcasts(frames, count):
     """The next `count` broadcast messages (per-connection ones skipped)."""
-    got = []
-    while len(got) < count:
-        m = frames.message()
-        if m["type"] not in PER_CONNECTION:
-            got.append(m)
-    return got
+    return collect(frames, count, lambda m: m["type"] not in PER_CONNECTION)
 
 
 def confirmation(frames):

@@ -131,19 +131,9 @@ final class RateGroups {
         }
         let now = worker.clock.monotonic
         for g in list where !g.members.isEmpty {
-            if g.hasPending {
-                // The held update is superseded before anyone got it.
-                stats.rateConflated.bump(UInt64(g.members.count))
-                g.pending.pointee.frame.release()
-                g.pending.pointee = e.pointee
-            } else {
-                g.pending.initialize(to: e.pointee)
-                g.hasPending = true
-            }
-            _ = e.pointee.frame.retain()
-            // The copy resolves its own compressed form (the frame shares one block).
-            g.pending.pointee.zstate = 0
-            g.pending.pointee.zbytes = nil
+            // A held update is superseded before anyone got it.
+            if g.hasPending { stats.rateConflated.bump(UInt64(g.members.count)) }
+            Self.keep(e, in: g.pending, filled: &g.hasPending)
             if !g.isDue {
                 g.isDue = true
                 let cohort = g.cohort
@@ -188,18 +178,25 @@ final class RateGroups {
             }
             let g = group!
             if g.hasPending && g.pending.pointee.seq >= e.pointee.seq { continue }
-            if g.hasReleased {
-                if g.released.pointee.seq >= e.pointee.seq { continue }
-                g.released.pointee.frame.release()
-                g.released.pointee = e.pointee
-            } else {
-                g.released.initialize(to: e.pointee)
-                g.hasReleased = true
-            }
-            _ = e.pointee.frame.retain()
-            g.released.pointee.zstate = 0
-            g.released.pointee.zbytes = nil
+            if g.hasReleased && g.released.pointee.seq >= e.pointee.seq { continue }
+            Self.keep(e, in: g.released, filled: &g.hasReleased)
         }
+    }
+
+    /// Puts a retained copy of `e` in a group's slot, releasing the update it held.
+    @inline(__always)
+    private static func keep(_ e: UnsafeMutablePointer<LogEntry>, in slot: UnsafeMutablePointer<LogEntry>, filled: inout Bool) {
+        if filled {
+            slot.pointee.frame.release()
+            slot.pointee = e.pointee
+        } else {
+            slot.initialize(to: e.pointee)
+            filled = true
+        }
+        _ = e.pointee.frame.retain()
+        // The copy resolves its own compressed form (the frame shares one block).
+        slot.pointee.zstate = 0
+        slot.pointee.zbytes = nil
     }
 
     /// A new epoch began (`BroadcastPath.beginEpoch`): every held or released update is of

@@ -117,16 +117,12 @@ final class StreamFlusher {
                 finishScan(c, at: scannedTo)
                 break
             }
-            let (written, cut) = writeWithin(c, n, total: total)
-            if written < 0 {
-                let err = errno
-                if err == EINTR { continue }
-                if err == EAGAIN { watchWrites(c, true); return true }
-                worker.lifecycle.writeFailed(c, errno: err)
-                return false
+            let written: Int, cut: Bool
+            switch writeGathered(c, n, total: total) {
+            case .interrupted: continue
+            case .stopped(let keepOpen): return keepOpen
+            case .wrote(let count, let bucketCut): (written, cut) = (count, bucketCut)
             }
-            if written == 0 && cut { bandwidthLimited(c); return c.pointee.isLive }
-            stats.bytesSent.bump(UInt64(written))
             if written == total {
                 var sent: UInt64 = 0
                 for k in 0..<n where iovKinds[k] != UInt64.max { sent += 1 }
@@ -199,6 +195,34 @@ final class StreamFlusher {
         c.pointee.bandwidthStamp = now
         c.pointee.bandwidthTokens = min(maxBandwidth, c.pointee.bandwidthTokens + elapsed * maxBandwidth / 1000)
         return c.pointee.bandwidthTokens
+    }
+
+    /// What one gathered write came to, for the flush loops.
+    enum GatheredWrite {
+        /// `count` bytes went out (counted in `bytesSent`); `cut`: the bandwidth bucket, not
+        /// the socket, stopped the write.
+        case wrote(Int, cut: Bool)
+        /// EINTR: write again.
+        case interrupted
+        /// The flush ends here: `keepOpen` is false when the connection was closed.
+        case stopped(keepOpen: Bool)
+    }
+
+    /// Writes iovecs [0, n) and handles what every flush loop handles the same way: EAGAIN
+    /// (wait for writability), a failed write (close), and a bandwidth bucket that let nothing out.
+    @inline(__always)
+    private func writeGathered(_ c: UnsafeMutablePointer<Connection>, _ n: Int, total: Int) -> GatheredWrite {
+        let (written, cut) = writeWithin(c, n, total: total)
+        if written < 0 {
+            let err = errno
+            if err == EINTR { return .interrupted }
+            if err == EAGAIN { watchWrites(c, true); return .stopped(keepOpen: true) }
+            worker.lifecycle.writeFailed(c, errno: err)
+            return .stopped(keepOpen: false)
+        }
+        if written == 0 && cut { bandwidthLimited(c); return .stopped(keepOpen: c.pointee.isLive) }
+        stats.bytesSent.bump(UInt64(written))
+        return .wrote(written, cut: cut)
     }
 
     /// Writes iovecs [0, n) (`total` bytes), at most what the bucket allows. Returns what
@@ -365,16 +389,12 @@ final class StreamFlusher {
                 finishScan(c, at: scannedTo)
                 break
             }
-            let (written, cut) = writeWithin(c, n, total: total)
-            if written < 0 {
-                let err = errno
-                if err == EINTR { continue }
-                if err == EAGAIN { watchWrites(c, true); return true }
-                worker.lifecycle.writeFailed(c, errno: err)
-                return false
+            let written: Int, cut: Bool
+            switch writeGathered(c, n, total: total) {
+            case .interrupted: continue
+            case .stopped(let keepOpen): return keepOpen
+            case .wrote(let count, let bucketCut): (written, cut) = (count, bucketCut)
             }
-            if written == 0 && cut { bandwidthLimited(c); return c.pointee.isLive }
-            stats.bytesSent.bump(UInt64(written))
             var left = written
             var sent: UInt64 = 0
             var fromGroups: UInt64 = 0
@@ -506,16 +526,12 @@ final class StreamFlusher {
                 n += 1
             }
             if n == 0 { break }
-            let (written, cut) = writeWithin(c, n, total: total)
-            if written < 0 {
-                let err = errno
-                if err == EINTR { continue }
-                if err == EAGAIN { watchWrites(c, true); return true }
-                worker.lifecycle.writeFailed(c, errno: err)
-                return false
+            let written: Int, cut: Bool
+            switch writeGathered(c, n, total: total) {
+            case .interrupted: continue
+            case .stopped(let keepOpen): return keepOpen
+            case .wrote(let count, let bucketCut): (written, cut) = (count, bucketCut)
             }
-            if written == 0 && cut { bandwidthLimited(c); return c.pointee.isLive }
-            stats.bytesSent.bump(UInt64(written))
             // Split the written bytes between the queue (before the mark) and our own bytes.
             var left = written
             let beforeMark = hasControl ? queueBytes(queue, upTo: c.pointee.controlMark) : queue.pendingBytes
