@@ -56,10 +56,10 @@ func range(_ stream: ClusterStream, from: UInt64, count: Int) -> StreamRange? {
 @Suite(.serialized) struct ClusterStreamTests {
     @Test func publishesFromTwoLinksTakeOneGaplessOrderThatEverySubscriberSees() throws {
         let server = try RedisServer()
-        let (a, aStates) = startedStream(server)
-        let (b, bStates) = startedStream(server)
-        let (s1, frames1, s1States) = startedSubscriber(server)
-        let (s2, frames2, s2States) = startedSubscriber(server)
+        let (a, aStates) = startedStream(server, settings: steadySettings())
+        let (b, bStates) = startedStream(server, settings: steadySettings())
+        let (s1, frames1, s1States) = startedSubscriber(server, settings: steadySettings())
+        let (s2, frames2, s2States) = startedSubscriber(server, settings: steadySettings())
         defer { [a.link, b.link, s1.link, s2.link].forEach { $0.close() } }
         #expect(waitUntil(5) { [aStates, bStates, s1States, s2States].allSatisfy { $0.all.contains(.up) } })
 
