@@ -450,7 +450,28 @@ def main():
             result["flood"][label] = r
             print(f"  {json.dumps(r)}", flush=True)
 
+    if "flooded" in result.get("flood", {}):
+        q, f = result["flood"]["quiet"], result["flood"]["flooded"]
+        if q["p99_us"] and f["p99_us"]:
+            result["flood"]["p99_flooded_vs_quiet"] = f["p99_us"] / q["p99_us"]
     result["load_average_after"] = os.getloadavg()
+    lines = [f"load average before {result['load_average_before']}, after {result['load_average_after']}"]
+    for mode, r in result.get("upgrades", {}).items():
+        lines.append(f"upgrades {mode}: {r['per_second']:.0f}/s, {r['server_cpu_us_per_upgrade']:.1f} us server CPU each ({r['cpu_vs_off']:.2f}x off)")
+    for name, r in result.get("fanout", {}).items():
+        if isinstance(r, dict):
+            lines.append(f"fanout {name}: {r['deliveries']}/{r['expected']} delivered, {r['server_cpu_us_per_delivery'] or 0:.2f} us server CPU per delivery, "
+                         f"p99 {(r['p99_us'] or 0) / 1e3:.1f} ms")
+        else:
+            lines.append(f"fanout {name}: {r:.2f}x")
+    for name, r in result.get("flood", {}).items():
+        if isinstance(r, dict):
+            lines.append(f"flood {name}: {r['deliveries']}/{r['expected']} delivered, p50 {(r['p50_us'] or 0) / 1e3:.1f} ms, p99 {(r['p99_us'] or 0) / 1e3:.1f} ms"
+                         + (f", flooder {r['flood']}" if "flood" in r else ""))
+        else:
+            lines.append(f"flood {name}: {r:.2f}x")
+    print("\n".join(lines))
+    open(os.path.join(opts.out, "security.md"), "w").write("\n".join(lines) + "\n")
     os.makedirs(opts.out, exist_ok=True)
     path = os.path.join(opts.out, "security.json")
     json.dump(result, open(path, "w"), indent=2)
