@@ -395,6 +395,7 @@ def main():
     parser.add_argument("--out", default=".build/bench")
     parser.add_argument("--quick", action="store_true", help="small counts (a smoke test of the harness)")
     parser.add_argument("--only", default="upgrades,fanout,flood")
+    parser.add_argument("--fanout", default="", help="subscribers:rate pairs, comma-separated (default 1000:20,10000:2)")
     parser.add_argument("--subscribers-role", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--flood-role", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int)
@@ -430,6 +431,8 @@ def main():
 
     if "fanout" in only:
         sizes = [(200, 20)] if opts.quick else [(1_000, 20), (10_000, 2)]
+        if opts.fanout:
+            sizes = [tuple(int(x) for x in pair.split(":")) for pair in opts.fanout.split(",")]
         result["fanout"] = {}
         for n, rate in sizes:
             for label, tls in (("plain", None), ("tls", (cert, key))):
