@@ -474,6 +474,7 @@ def main():
         else:
             lines.append(f"flood {name}: {r:.2f}x")
     print("\n".join(lines))
+    os.makedirs(opts.out, exist_ok=True)
     open(os.path.join(opts.out, "security.md"), "w").write("\n".join(lines) + "\n")
     os.makedirs(opts.out, exist_ok=True)
     path = os.path.join(opts.out, "security.json")
