@@ -192,6 +192,7 @@ final class StreamFlusher {
     /// The bytes `c` may be sent now (its bucket refilled), or Int.max without a cap.
     @inline(__always)
     private func allowance(_ c: UnsafeMutablePointer<Connection>) -> Int {
+        let maxBandwidth = c.pointee.bandwidthCap   // per connection: the token may lower it
         if maxBandwidth == 0 { return Int.max }
         let now = worker.clock.now
         // The bucket holds one second: a longer gap fills it, and cannot overflow the product.
@@ -205,6 +206,7 @@ final class StreamFlusher {
     /// was written (or -1 with errno), and whether the bucket, not the socket, stopped it.
     @inline(__always)
     private func writeWithin(_ c: UnsafeMutablePointer<Connection>, _ n: Int, total: Int) -> (written: Int, cut: Bool) {
+        let maxBandwidth = c.pointee.bandwidthCap   // per connection: the token may lower it
         let allowed = allowance(c)
         if allowed >= total {
             let written = write(c, n)
@@ -234,6 +236,7 @@ final class StreamFlusher {
     /// candles conflate in the connection's own queue, and it is flushed again once tokens
     /// return (one retry list and the reactor's one timer, not a timer per connection).
     private func bandwidthLimited(_ c: UnsafeMutablePointer<Connection>) {
+        let maxBandwidth = c.pointee.bandwidthCap   // per connection: the token may lower it
         stats.bandwidthLimited.bump()
         watchWrites(c, false)
         worker.slowConsumers.holdForBandwidth(c)

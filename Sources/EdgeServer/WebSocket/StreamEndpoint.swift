@@ -45,7 +45,8 @@ final class StreamEndpoint {
         c.pointee.minSeq = 0
         c.pointee.rateTokens = Float(2 * config.maxMessagesPerSecond)
         c.pointee.rateStamp = worker.clock.now
-        c.pointee.bandwidthTokens = config.maxBandwidthBytesPerSecond
+        c.pointee.bandwidthCap = AccessGrant.bandwidthCap(server: config.maxBandwidthBytesPerSecond, grant: grant)
+        c.pointee.bandwidthTokens = c.pointee.bandwidthCap
         c.pointee.bandwidthStamp = worker.clock.now
         if let grant {
             c.pointee.flags.insert(.authenticated)
@@ -377,6 +378,8 @@ final class StreamEndpoint {
             // The grant's accounts stay (the index lists are theirs); permissions and expiry are the new token's.
             fresh.accounts = current.accounts
             BroadcastPath.extras(c)?.grant = fresh
+            c.pointee.bandwidthCap = AccessGrant.bandwidthCap(server: config.maxBandwidthBytesPerSecond, grant: fresh)
+            c.pointee.bandwidthTokens = min(c.pointee.bandwidthTokens, c.pointee.bandwidthCap == 0 ? Int.max : c.pointee.bandwidthCap)
             // Entries for the old `exp` go stale by themselves.
             if let exp = fresh.expiresAt { worker.tokens.track(c, expiresAt: exp) }
             var body = EnvelopeWriter(capacity: 48)
