@@ -68,6 +68,7 @@ fuzz-build: deps
 # BASELINE=path/to/an/earlier/tickwire adds that build to every scenario, alternated.
 bench: release
 	$(PYTHON) scripts/bench.py --out $(BUILD_DIR)/bench $(if $(BASELINE),--baseline $(BASELINE))
+	$(PYTHON) scripts/bench_deflate.py $(RELEASE_BIN) | tee $(BUILD_DIR)/bench/deflate.jsonl
 
 bench-quick: release
 	$(PYTHON) scripts/bench.py --quick --out $(BUILD_DIR)/bench-quick
