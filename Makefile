@@ -69,6 +69,7 @@ fuzz-build: deps
 bench: release
 	$(PYTHON) scripts/bench.py --out $(BUILD_DIR)/bench $(if $(BASELINE),--baseline $(BASELINE))
 	$(PYTHON) scripts/bench_security.py --binary $(RELEASE_BIN) --out $(BUILD_DIR)/bench
+	$(PYTHON) scripts/bench_deflate.py $(RELEASE_BIN) | tee $(BUILD_DIR)/bench/deflate.jsonl
 
 bench-quick: release
 	$(PYTHON) scripts/bench.py --quick --out $(BUILD_DIR)/bench-quick

@@ -11,12 +11,15 @@ public struct AccessGrant: Sendable, Equatable {
     public var symbols: [String]?
     /// Seconds since the epoch; nil for a token without `exp` (only when the policy allows it).
     public var expiresAt: Int64?
+    /// Bytes per second the holder may be sent (`max_bandwidth`); nil: no cap of its own.
+    public var maxBandwidth: Int?
 
-    public init(accounts: [String], channelMask: UInt8 = Channel.allMask, symbols: [String]? = nil, expiresAt: Int64? = nil) {
+    public init(accounts: [String], channelMask: UInt8 = Channel.allMask, symbols: [String]? = nil, expiresAt: Int64? = nil, maxBandwidth: Int? = nil) {
         self.accounts = accounts
         self.channelMask = channelMask
         self.symbols = symbols
         self.expiresAt = expiresAt
+        self.maxBandwidth = maxBandwidth
     }
 
     /// The grant of verified claims. Channel names that mean nothing here grant nothing:
@@ -33,6 +36,15 @@ public struct AccessGrant: Sendable, Equatable {
         }
         symbols = claims.symbols
         expiresAt = claims.expiresAt
+        maxBandwidth = claims.maxBandwidth
+    }
+
+    /// The cap in force for a connection, in bytes per second (0: none): the lower of the
+    /// server's `--max-bandwidth` (0: none) and the token's `max_bandwidth`, so a token can
+    /// narrow the server's cap but never lift it.
+    public static func bandwidthCap(server: Int, grant: AccessGrant?) -> Int {
+        guard let claim = grant?.maxBandwidth, claim > 0 else { return server }
+        return server == 0 ? claim : min(server, claim)
     }
 
     public var restrictsChannels: Bool { channelMask != Channel.allMask }

@@ -21,6 +21,11 @@ public struct TokenClaims: Sendable, Equatable {
     public var notBefore: Int64?
     public var issuer: String?
     public var audience: [String] = []
+    /// `max_bandwidth`: bytes per second this connection may be sent; nil: the server's cap alone.
+    public var maxBandwidth: Int?
+
+    /// The range a `max_bandwidth` claim may take: that of `--max-bandwidth` (1 KiB to 16 GiB per second).
+    public static let maxBandwidthRange = (1 << 10)...(1 << 34)
 
     public init() {}
 
@@ -150,6 +155,12 @@ public struct AccessToken: Sendable, Equatable {
                 case "symbols":
                     guard let list = stringList(value, raw) else { return .failure(.malformed("'symbols' must be an array of strings")) }
                     claims.symbols = list
+                case "max_bandwidth":
+                    // A cap out of range is an issuer's mistake: refused, never read as "no cap".
+                    guard let n = JSONScanner.integer(value, in: raw), TokenClaims.maxBandwidthRange.contains(Int(n)) else {
+                        return .failure(.malformed("'max_bandwidth' must be a whole number of bytes per second from 1024 to 17179869184"))
+                    }
+                    claims.maxBandwidth = Int(n)
                 default:
                     break
                 }

@@ -30,8 +30,6 @@ final class StreamFlusher {
 
     private enum Piece: UInt8 { case log, control, group, partialGroup }
 
-    /// --max-bandwidth in bytes per second (0: off).
-    private let maxBandwidth: Int
     /// Connections waiting for their bandwidth tokens, and when the first is due.
     private var bandwidthWaiters: [(slot: UInt32, generation: UInt32)] = []
     private(set) var bandwidthDeadline: UInt32?
@@ -62,7 +60,6 @@ final class StreamFlusher {
         iovSeqs = .allocate(capacity: Self.maxIovecs)
         iovEntries = .allocate(capacity: Self.maxIovecs)
         held.reserveCapacity(256)
-        maxBandwidth = worker.config.maxBandwidthBytesPerSecond
     }
 
     deinit {
@@ -188,6 +185,7 @@ final class StreamFlusher {
     /// The bytes `c` may be sent now (its bucket refilled), or Int.max without a cap.
     @inline(__always)
     private func allowance(_ c: UnsafeMutablePointer<Connection>) -> Int {
+        let maxBandwidth = c.pointee.bandwidthCap   // per connection: the token may lower it
         if maxBandwidth == 0 { return Int.max }
         let now = worker.clock.now
         // The bucket holds one second: a longer gap fills it, and cannot overflow the product.
@@ -229,6 +227,7 @@ final class StreamFlusher {
     /// was written (or -1 with errno), and whether the bucket, not the socket, stopped it.
     @inline(__always)
     private func writeWithin(_ c: UnsafeMutablePointer<Connection>, _ n: Int, total: Int) -> (written: Int, cut: Bool) {
+        let maxBandwidth = c.pointee.bandwidthCap   // per connection: the token may lower it
         let allowed = allowance(c)
         if allowed >= total {
             let written = write(c, n)
@@ -258,6 +257,7 @@ final class StreamFlusher {
     /// candles conflate in the connection's own queue, and it is flushed again once tokens
     /// return (one retry list and the reactor's one timer, not a timer per connection).
     private func bandwidthLimited(_ c: UnsafeMutablePointer<Connection>) {
+        let maxBandwidth = c.pointee.bandwidthCap   // per connection: the token may lower it
         stats.bandwidthLimited.bump()
         watchWrites(c, false)
         worker.slowConsumers.holdForBandwidth(c)

@@ -141,6 +141,8 @@ struct Connection {
     /// when it was last filled (reactor milliseconds, wrapping).
     var bandwidthTokens: Int = 0
     var bandwidthStamp: UInt32 = 0
+    /// This connection's cap in bytes/s (0: none): --max-bandwidth or its token's `max_bandwidth`, the lower.
+    var bandwidthCap: Int = 0
     /// The TLS session (OpenSSL) of a connection on a TLS port; nil for plain sockets.
     var tls: OpaquePointer?
 

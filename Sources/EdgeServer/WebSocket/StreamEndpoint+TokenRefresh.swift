@@ -32,6 +32,8 @@ extension StreamEndpoint {
             // The grant's accounts stay (the index lists are theirs); permissions and expiry are the new token's.
             fresh.accounts = current.accounts
             BroadcastPath.extras(c)?.grant = fresh
+            c.pointee.bandwidthCap = AccessGrant.bandwidthCap(server: config.maxBandwidthBytesPerSecond, grant: fresh)
+            c.pointee.bandwidthTokens = min(c.pointee.bandwidthTokens, c.pointee.bandwidthCap == 0 ? Int.max : c.pointee.bandwidthCap)
             // Entries for the old `exp` go stale by themselves.
             if let exp = fresh.expiresAt { worker.tokens.track(c, expiresAt: exp) }
             var body = EnvelopeWriter(capacity: 48)

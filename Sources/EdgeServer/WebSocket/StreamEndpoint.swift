@@ -43,7 +43,8 @@ final class StreamEndpoint {
         c.pointee.minSeq = 0
         c.pointee.rateTokens = Float(2 * config.maxMessagesPerSecond)
         c.pointee.rateStamp = worker.clock.now
-        c.pointee.bandwidthTokens = config.maxBandwidthBytesPerSecond
+        c.pointee.bandwidthCap = AccessGrant.bandwidthCap(server: config.maxBandwidthBytesPerSecond, grant: grant)
+        c.pointee.bandwidthTokens = c.pointee.bandwidthCap
         c.pointee.bandwidthStamp = worker.clock.now
         if let grant {
             c.pointee.flags.insert(.authenticated)
