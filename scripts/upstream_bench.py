@@ -5,16 +5,23 @@ Tests/Upstream on loopback. Reports, never fails on a number.
   latency:  tickers at --rate events/s for --seconds; a /ws subscriber in another process
             timestamps each MarketData; latency = its receive time - the fake's send time
             (both CLOCK_REALTIME on this host), matched by event time. p50/p99/p99.9/max.
+  cluster:  (--cluster) the latency through two nodes on one redis-server started here on a
+            free loopback port (and stopped): node A ingests the upstream (--redis), the
+            subscriber is on node B (--no-simulator), so each event goes A -> Redis -> B.
   capacity: --events tickers written as fast as the socket takes them on one upstream
             connection; capacity = events / time until tickwire_upstream_events_total
             counted them all (mapped and published, no subscriber).
 
   .venv/bin/python scripts/upstream_bench.py --bin .build/release/tickwire
+  .venv/bin/python scripts/upstream_bench.py --bin .build/release/tickwire --cluster --only latency
 """
 import argparse
+import contextlib
 import json
 import os
 import pathlib
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -51,12 +58,45 @@ def percentile(sorted_values, p):
     return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * p))]
 
 
-def latency(binary, rate, seconds, workers):
+@contextlib.contextmanager
+def redis_server(tmp):
+    """A redis-server on a free loopback port, without persistence; stopped on exit."""
+    from wsharness import free_port, listening, wait_for
+    binary = os.environ.get("REDIS_SERVER", shutil.which("redis-server") or "/usr/bin/redis-server")
+    port = free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: listening(port) or proc.poll() is not None, what="redis-server to listen")
+        assert proc.poll() is None, f"{binary} exited with {proc.returncode}"
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def latency(binary, rate, seconds, workers, cluster=False):
     from fake_upstream import FakeUpstream
     from wsharness import Process, wait_for
     fake = FakeUpstream()
-    with tempfile.TemporaryDirectory() as tmp:
-        srv = Process(pathlib.Path(tmp), "--workers", str(workers), "--upstream", fake.url("btcusdt@ticker"), "--log-level", "warning")
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        tmp = pathlib.Path(tmp)
+        upstream = ["--upstream", fake.url("btcusdt@ticker")]
+        common = ["--workers", str(workers), "--log-level", "warning"]
+        nodes = []
+        if cluster:
+            redis = stack.enter_context(redis_server(tmp))
+            nodes.append(Process(tmp, *common, "--redis", redis, *upstream))
+            srv = Process(tmp, *common, "--redis", redis, "--no-simulator")
+            nodes.append(srv)
+        else:
+            srv = Process(tmp, *common, *upstream)
+            nodes.append(srv)
         try:
             wait_for(lambda: fake.open_connections(), what="the upstream connection")
             child = subprocess.Popen([sys.executable, __file__, "--subscriber", str(srv.port), str(seconds + 2)],
@@ -68,12 +108,14 @@ def latency(binary, rate, seconds, workers):
             fake.stop_feed()
             lines = child.communicate(timeout=seconds + 20)[0].split()
         finally:
-            srv.stop()
+            for n in nodes:
+                n.stop()
             fake.close()
     received = {int(lines[i]): int(lines[i + 1]) for i in range(0, len(lines) - 1, 2)}
     lat = sorted((received[e] - fake.sent[e]) / 1e6 for e in received if e in fake.sent)
     sent = len(fake.sent)
-    print(f"latency: {rate}/s for {seconds}s, {workers} worker(s): sent {sent}, received {len(lat)}; "
+    where = "two-node cluster (ingest on A, subscriber on B, one redis-server)" if cluster else "single node"
+    print(f"latency ({where}): {rate}/s for {seconds}s, {workers} worker(s): sent {sent}, received {len(lat)}; "
           f"p50 {percentile(lat, 0.5):.3f} ms, p99 {percentile(lat, 0.99):.3f} ms, "
           f"p99.9 {percentile(lat, 0.999):.3f} ms, max {lat[-1]:.3f} ms")
 
@@ -117,12 +159,13 @@ def main():
     ap.add_argument("--events", type=int, default=500_000)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--only", choices=["latency", "capacity"])
+    ap.add_argument("--cluster", action="store_true", help="latency through two nodes and a redis-server on loopback")
     args = ap.parse_args()
     os.environ["TICKWIRE_BIN"] = args.bin
     import wsharness
     wsharness.BIN = args.bin
     if args.only != "capacity":
-        latency(args.bin, args.rate, args.seconds, args.workers)
+        latency(args.bin, args.rate, args.seconds, args.workers, cluster=args.cluster)
     if args.only != "latency":
         capacity(args.bin, args.events, args.workers)
 

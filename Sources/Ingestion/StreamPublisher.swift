@@ -111,6 +111,44 @@ public actor StreamPublisher {
         return frame.seq
     }
 
+    /// One known-good message of a batch (`publish(batch:)`).
+    public struct Publication: Sendable {
+        public var channel: Channel
+        public var data: [UInt8]
+        public var keys: Keys
+
+        public init(_ channel: Channel, data: [UInt8], keys: Keys) {
+            self.channel = channel
+            self.data = data
+            self.keys = keys
+        }
+    }
+
+    /// Publishes known-good messages (an upstream read pass) in order, as one delivery:
+    /// one wake-up per core queue (or one Redis call in a cluster) for the whole batch
+    /// instead of one per message.
+    public func publish(batch: [Publication]) {
+        guard !batch.isEmpty else { return }
+        if let cluster {
+            let now = wallClockNanoseconds()
+            cluster.publish(batch.map {
+                ClusterMessage(channel: $0.channel, keys: $0.keys, message: nil, acceptedWallNanoseconds: now, data: $0.data[...]).encoded()
+            }) { _ in }
+            return
+        }
+        var frames: [BroadcastFrame] = []
+        frames.reserveCapacity(batch.count)
+        let milliseconds = wallClockNanoseconds() / 1_000_000
+        let acceptedAt = monotonicNanoseconds()
+        for p in batch {
+            seq += 1
+            frames.append(p.data.withUnsafeBytes {
+                encode(p.channel, data: $0, keys: p.keys, message: nil, seq: seq, timestampMilliseconds: milliseconds, acceptedAt: acceptedAt)
+            })
+        }
+        sink.deliver(frames)
+    }
+
     public enum PublishOutcome: Sendable, Equatable {
         case accepted(seqs: [UInt64])
         /// `status` is the HTTP status; `reason` the metrics label.
@@ -327,7 +365,7 @@ public actor StreamPublisher {
         let symbolHash = keys.symbol.map(SymbolHash.hash) ?? 0
         var conflationKey: UInt64 = 0
         if channel.isConflatable {
-            conflationKey = SymbolHash.hash("\(channel.rawValue)|\(keys.symbol ?? "")|\(keys.timeframe ?? "")|\(keys.account ?? "")")
+            conflationKey = Self.conflationKey(channel, keys)
         }
         let frame = writer.bytes.withUnsafeBytes {
             BroadcastFrame(json: $0, seq: seq, channel: channel, symbolHash: symbolHash, conflationKey: conflationKey, acceptedAt: acceptedAt,
@@ -338,6 +376,25 @@ public actor StreamPublisher {
         snapshot.record(channel, message: writer.bytes, seq: seq, symbol: keys.symbol, timeframe: keys.timeframe, side: keys.side,
                         closed: keys.closed, account: accountRouting ? keys.account : nil)
         return frame
+    }
+
+    /// The hash of "channel|symbol|timeframe|account", computed piece by piece: the same
+    /// value as hashing that string, without building it for every message.
+    static func conflationKey(_ channel: Channel, _ keys: Keys) -> UInt64 {
+        var h: UInt64 = 0xCBF2_9CE4_8422_2325
+        @inline(__always) func mixByte(_ b: UInt8) { h ^= UInt64(b); h = h &* 0x0000_0100_0000_01B3 }
+        func mixString(_ s: String?) {
+            guard var s else { return }
+            s.withUTF8 { for b in $0 { mixByte(b) } }
+        }
+        var digits = UInt64(channel.rawValue)
+        var divisor: UInt64 = 1
+        while divisor * 10 <= digits { divisor *= 10 }
+        while divisor > 0 { mixByte(UInt8(48 + digits / divisor)); digits %= divisor; divisor /= 10 }
+        mixByte(UInt8(ascii: "|")); mixString(keys.symbol)
+        mixByte(UInt8(ascii: "|")); mixString(keys.timeframe)
+        mixByte(UInt8(ascii: "|")); mixString(keys.account)
+        return h == 0 ? 1 : h
     }
 
     /// The keys of a published `data` object: `symbol`, `timeframe`, `side`, and whether a

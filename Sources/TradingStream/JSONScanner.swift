@@ -44,25 +44,53 @@ public struct JSONScanner {
         return value
     }
 
+    /// `parse`, and when the text is an object, its members (in order) from the same pass:
+    /// a caller that reads the top level's fields need not scan the text twice.
+    public static func parse(
+        _ bytes: UnsafeRawBufferPointer, members: inout [(key: JSONValue, value: JSONValue)]
+    ) throws(JSONError) -> JSONValue {
+        members.removeAll(keepingCapacity: true)
+        var scanner = JSONScanner(bytes)
+        scanner.skipWhitespace()
+        let value: JSONValue
+        if scanner.peek == UInt8(ascii: "{") {
+            value = try withUnsafeMutablePointer(to: &members) { (out) throws(JSONError) -> JSONValue in
+                try scanner.object(depth: 1, collecting: out)
+            }
+        } else {
+            value = try scanner.value(depth: 0)
+        }
+        scanner.skipWhitespace()
+        if scanner.position != bytes.count { throw JSONError(offset: scanner.position, reason: "unexpected data after the JSON value") }
+        return value
+    }
+
     /// The members of the object at `value` (which must have been validated), in order.
     public static func members(of value: JSONValue, in bytes: UnsafeRawBufferPointer) -> [(key: JSONValue, value: JSONValue)] {
-        guard value.kind == .object else { return [] }
+        var out: [(key: JSONValue, value: JSONValue)] = []
+        members(of: value, in: bytes, into: &out)
+        return out
+    }
+
+    /// `members(of:in:)` into a caller's array (emptied first), so a hot path can reuse one.
+    public static func members(of value: JSONValue, in bytes: UnsafeRawBufferPointer, into out: inout [(key: JSONValue, value: JSONValue)]) {
+        out.removeAll(keepingCapacity: true)
+        guard value.kind == .object else { return }
         var scanner = JSONScanner(bytes)
         scanner.position = value.range.lowerBound + 1
-        var out: [(JSONValue, JSONValue)] = []
         scanner.skipWhitespace()
-        if scanner.peek == UInt8(ascii: "}") { return out }
+        if scanner.peek == UInt8(ascii: "}") { return }
         while true {
             scanner.skipWhitespace()
-            guard let key = try? scanner.string() else { return out }
+            guard let key = try? scanner.string() else { return }
             scanner.skipWhitespace()
             scanner.position += 1   // ':'
             scanner.skipWhitespace()
-            guard let v = try? scanner.value(depth: 1) else { return out }
+            guard let v = try? scanner.value(depth: 1) else { return }
             out.append((key, v))
             scanner.skipWhitespace()
             if scanner.peek == UInt8(ascii: ",") { scanner.position += 1; continue }
-            return out
+            return
         }
     }
 
@@ -214,7 +242,9 @@ public struct JSONScanner {
         }
     }
 
-    mutating func object(depth: Int) throws(JSONError) -> JSONValue {
+    mutating func object(
+        depth: Int, collecting members: UnsafeMutablePointer<[(key: JSONValue, value: JSONValue)]>? = nil
+    ) throws(JSONError) -> JSONValue {
         if depth > Self.maxDepth { throw error("nesting deeper than \(Self.maxDepth)") }
         let start = position
         position += 1
@@ -223,12 +253,13 @@ public struct JSONScanner {
         while true {
             skipWhitespace()
             guard peek == UInt8(ascii: "\"") else { throw error("expected a string key") }
-            _ = try string()
+            let key = try string()
             skipWhitespace()
             guard peek == UInt8(ascii: ":") else { throw error("expected ':'") }
             position += 1
             skipWhitespace()
-            _ = try value(depth: depth)
+            let member = try value(depth: depth)
+            members?.pointee.append((key, member))
             skipWhitespace()
             switch peek {
             case UInt8(ascii: ","): position += 1

@@ -78,6 +78,9 @@ public final class UpstreamIngester: @unchecked Sendable {
     private(set) var staleNotices: UInt64 = 0
 
     private let health = Mutex<String>("")
+    /// What the current read pass mapped, published as one batch when the pass ends
+    /// (`flushPublications`): one delivery per pass, not one per event. Reused.
+    private var pending: [StreamPublisher.Publication] = []
 
     struct SymbolFreshness {
         var lastSeen: Double
@@ -134,6 +137,7 @@ public final class UpstreamIngester: @unchecked Sendable {
 
     private func stopOnLoop() {
         guard running else { return }
+        flushPublications()
         running = false
         ev_timer_stop(edge.rawLoop, staleTimer)
         for source in sources { source.stop() }
@@ -174,8 +178,15 @@ public final class UpstreamIngester: @unchecked Sendable {
     }
 
     private func publish(_ channel: Channel, _ data: [UInt8], _ keys: StreamPublisher.Keys) {
-        // Same executor (the edge loop): synchronous, so publish order is arrival order.
-        publisher.assumeIsolated { _ = $0.publish(channel, data: data, keys: keys) }
+        pending.append(StreamPublisher.Publication(channel, data: data, keys: keys))
+    }
+
+    /// Publishes what is pending, in arrival order; called when a read pass ends and after
+    /// staleness notices. Same executor (the edge loop): synchronous, so nothing overtakes.
+    func flushPublications() {
+        guard !pending.isEmpty else { return }
+        publisher.assumeIsolated { $0.publish(batch: pending) }
+        pending.removeAll(keepingCapacity: true)
     }
 
     private func warnMalformed(_ reason: String, source: UpstreamSource) {
@@ -224,7 +235,10 @@ public final class UpstreamIngester: @unchecked Sendable {
                    details: "{\"age_ms\":\(Int(age * 1000)),\"stale_after_ms\":\(Int(settings.staleSeconds * 1000))}")
             log(.warning, "upstream: \(symbol) is stale (\(Self.seconds(age)) s without an event)")
         }
-        if changed { updateHealth() }
+        if changed {
+            flushPublications()
+            updateHealth()
+        }
     }
 
     /// A broadcast `Error` for one symbol (so symbol filters route it like its data).
@@ -437,6 +451,10 @@ final class UpstreamSource: UpstreamConnectionOwner {
         }
         if connection === current { backoff.reset() }
         ingester.ingest(message, from: self)
+    }
+
+    func connectionReadPassEnded(_ connection: UpstreamConnection) {
+        ingester.flushPublications()
     }
 
     func connectionClosed(_ connection: UpstreamConnection, reason: String) {

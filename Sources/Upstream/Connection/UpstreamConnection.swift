@@ -9,6 +9,8 @@ protocol UpstreamConnectionOwner: AnyObject {
     func connectionOpened(_ connection: UpstreamConnection)
     /// One whole text message; the bytes are valid only during the call.
     func connection(_ connection: UpstreamConnection, received message: UnsafeRawBufferPointer)
+    /// The messages of one read pass have all been delivered: the owner may publish them.
+    func connectionReadPassEnded(_ connection: UpstreamConnection)
     /// The connection is gone (refused, failed, closed by either side); called once.
     func connectionClosed(_ connection: UpstreamConnection, reason: String)
 }
@@ -187,6 +189,7 @@ final class UpstreamConnection {
     private func onReadable() {
         // At most 1 MiB per wake-up (four full buffers): a feed arriving faster than it is
         // mapped must not starve the rest of the edge loop (metrics, publish requests).
+        defer { owner?.connectionReadPassEnded(self) }
         for _ in 0..<4 {
             let space = buffer.count - filled
             let n = session.map { tw_tls_read($0, buffer.baseAddress! + filled, space) } ?? recv(fd, buffer.baseAddress! + filled, space, 0)

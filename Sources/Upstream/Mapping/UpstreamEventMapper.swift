@@ -82,23 +82,32 @@ public struct UpstreamEventMapper: Sendable {
     public init() {}
 
     public mutating func map(_ message: UnsafeRawBufferPointer) -> MappedUpstreamEvent {
+        // Validation collects the top level's members in the same pass: they hold the
+        // wrapper's fields (first match, as `member` would) or are the raw event's own;
+        // only a wrapped event's `data` is scanned again.
+        var members: [(key: JSONValue, value: JSONValue)] = []
+        members.reserveCapacity(24)
         let root: JSONValue
         do {
-            root = try JSONScanner.parse(message)
+            root = try JSONScanner.parse(message, members: &members)
         } catch {
             return .malformed("not JSON: \(error)")
         }
         guard root.kind == .object else { return .malformed("not a JSON object") }
-        var event = root
         var stream: JSONValue?
-        if let data = JSONScanner.member("data", of: root, in: message), let name = JSONScanner.member("stream", of: root, in: message) {
+        var wrapped: JSONValue?
+        for (key, value) in members {
+            if wrapped == nil, JSONScanner.stringEquals(key, "data", in: message) { wrapped = value }
+            else if stream == nil, JSONScanner.stringEquals(key, "stream", in: message) { stream = value }
+        }
+        if let data = wrapped, let name = stream {
             guard data.kind == .object else { return .malformed("combined-stream 'data' is not an object") }
             guard name.kind == .string else { return .malformed("combined-stream 'stream' is not a string") }
-            event = data
-            stream = name
+            JSONScanner.members(of: data, in: message, into: &members)
+        } else {
+            stream = nil
         }
         var type: JSONValue?, symbol: JSONValue?, time: JSONValue?
-        let members = JSONScanner.members(of: event, in: message)
         for (key, value) in members {
             if JSONScanner.stringEquals(key, "e", in: message) { type = value }
             else if JSONScanner.stringEquals(key, "s", in: message) { symbol = value }
