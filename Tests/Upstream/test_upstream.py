@@ -17,31 +17,6 @@ from fake_upstream import FakeUpstream  # noqa: E402
 from wsharness import Process, upgrade, wait_for  # noqa: E402
 
 
-@pytest.fixture
-def upstream():
-    fake = FakeUpstream()
-    yield fake
-    fake.close()
-
-
-@pytest.fixture
-def tickwire(tmp_path):
-    """`tickwire(fake, *args, streams=None)` starts tickwire on a fake upstream and returns it
-    once it has connected; every one started is stopped when the test ends."""
-    started = []
-
-    def start(fake, *args, streams=None):
-        url = fake.url(streams) if streams else fake.url()
-        srv = Process(tmp_path, "--workers", "1", "--upstream", url, *args)
-        started.append(srv)
-        wait_for(lambda: fake.open_connections(), what="tickwire to connect to the upstream")
-        return srv
-
-    yield start
-    for srv in started:
-        srv.stop()
-
-
 class Subscriber:
     def __init__(self, srv, path="/ws"):
         self.sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
