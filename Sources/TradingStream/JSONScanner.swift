@@ -292,11 +292,14 @@ public struct JSONScanner {
         position += 1
         var utf8 = UTF8Validator()
         var runStart = position
+        // Every byte of the run OR-ed together: an all-ASCII run (nearly every key and
+        // value) is valid UTF-8 as it stands, and skips the validator.
+        var high: UInt8 = 0
         while true {
             guard position < bytes.count else { throw error("unterminated string") }
             let c = bytes[position]
             if c == UInt8(ascii: "\"") {
-                if !utf8.feed(UnsafeRawBufferPointer(rebasing: bytes[runStart..<position])) || !utf8.isComplete {
+                if high & 0x80 != 0, !utf8.feed(UnsafeRawBufferPointer(rebasing: bytes[runStart..<position])) || !utf8.isComplete {
                     throw error("invalid UTF-8 in string")
                 }
                 position += 1
@@ -306,9 +309,10 @@ public struct JSONScanner {
             if c == UInt8(ascii: "\\") {
                 // The run before an escape must end on a code point: a multi-byte sequence
                 // cut by a backslash is not UTF-8 (RFC 8259 §8.1), even if it resumes after it.
-                if !utf8.feed(UnsafeRawBufferPointer(rebasing: bytes[runStart..<position])) || !utf8.isComplete {
+                if high & 0x80 != 0, !utf8.feed(UnsafeRawBufferPointer(rebasing: bytes[runStart..<position])) || !utf8.isComplete {
                     throw error("invalid UTF-8 in string")
                 }
+                high = 0
                 guard position + 1 < bytes.count else { throw error("unterminated escape") }
                 let e = bytes[position + 1]
                 switch e {
@@ -328,6 +332,7 @@ public struct JSONScanner {
                 runStart = position
                 continue
             }
+            high |= c
             position += 1
         }
     }
