@@ -16,7 +16,7 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "support"))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from wsharness import Process, UpgradeRefused, upgrade  # noqa: E402
-from test_max_frequency import Client, assert_seq_ordered, market, trade  # noqa: E402
+from test_max_frequency import Client, assert_seq_ordered, padded_prices_with_trades  # noqa: E402
 
 SECRET = b"0123456789abcdef0123456789abcdef-claim-secret"
 
@@ -53,14 +53,7 @@ def bearer(t):
 
 def flood(srv):
     """1,500 padded prices (~450 KB, a minute at 8 KiB/s) with a trade every 100."""
-    pad = "p" * 200
-    batch = []
-    for i in range(1500):
-        m = market("BTCUSDT", float(i))
-        m["data"]["note"] = pad
-        batch.append(m)
-        if i % 100 == 0:
-            batch.append(trade("BTCUSDT", i))
+    batch = padded_prices_with_trades()
     srv.publish(batch)
 
 

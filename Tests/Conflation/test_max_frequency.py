@@ -326,11 +326,8 @@ def test_many_subscribers_all_end_on_the_last_value(make):
         c.close()
 
 
-def test_bandwidth_cap_conflates_prices_and_keeps_every_trade(make):
-    srv = make("--max-bandwidth", "8KiB")
-    c = Client(srv)
-    c.until("Connected")
-    c.subscribe(channels=["prices", "trades"])
+def padded_prices_with_trades():
+    """1,500 padded prices (~450 KB, a minute at 8 KiB/s) with a trade every 100."""
     pad = "p" * 200
     batch = []
     for i in range(1500):
@@ -339,6 +336,15 @@ def test_bandwidth_cap_conflates_prices_and_keeps_every_trade(make):
         batch.append(m)
         if i % 100 == 0:
             batch.append(trade("BTCUSDT", i))
+    return batch
+
+
+def test_bandwidth_cap_conflates_prices_and_keeps_every_trade(make):
+    srv = make("--max-bandwidth", "8KiB")
+    c = Client(srv)
+    c.until("Connected")
+    c.subscribe(channels=["prices", "trades"])
+    batch = padded_prices_with_trades()
     started = time.monotonic()
     srv.publish(batch)   # ~450 KB: a minute of this cap without conflation
     c.drain_until(lambda c: any(m["data"]["price"] == 1499.0 for m in c.of("MarketData")) and len(c.of("TradeExecuted")) == 15,
