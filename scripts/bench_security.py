@@ -32,7 +32,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from loopback import free_port, wait_for_port  # noqa: E402
+from loopback import free_port, stop_process, wait_for_port  # noqa: E402
 
 OPEN_FILES = 20_000   # the per-process ceiling on this machine
 SECRET = b"bench-secret-0123456789abcdef0123456789"
@@ -73,13 +73,7 @@ class Server:
         return cpu_seconds(self.proc.pid)
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(8)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 # --- tokens (minted here, as Tests/Auth does) ---

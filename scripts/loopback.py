@@ -1,5 +1,7 @@
 """Helpers shared by the scripts that start a server on loopback."""
+import signal
 import socket
+import subprocess
 import time
 
 
@@ -20,3 +22,14 @@ def wait_for_port(port, seconds=30):
         except OSError:
             time.sleep(0.05)
     return False
+
+
+def stop_process(proc, grace=8):
+    """SIGTERM, then SIGKILL if it has not exited within `grace` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -14,6 +14,11 @@ Tests/Upstream on loopback. Reports, never fails on a number.
 
   .venv/bin/python scripts/upstream_bench.py --bin .build/release/tickwire
   .venv/bin/python scripts/upstream_bench.py --bin .build/release/tickwire --cluster --only latency
+
+On a machine busy with other work (compilers), the p99 measures the scheduler's wake-up delay of
+the three processes, not tickwire: run it as `chrt -f 20 .venv/bin/python scripts/upstream_bench.py`
+(the server, fake upstream, subscriber and redis-server inherit the real-time class) to see the
+server's own path.
 """
 import argparse
 import contextlib
