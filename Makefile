@@ -11,6 +11,11 @@ PYTHON       := $(VENV)/bin/python
 # libFuzzer targets (Fuzz/): seconds per target for `make fuzz`, and within `make test`.
 FUZZ_SECONDS ?= 300
 FUZZ_TEST_SECONDS ?= 15
+# A test process that crashes prints its crashed thread's whole stack, unwound through libc
+# (the default fast unwinder stops at its first frame), without registers or the image
+# list, so that the end of a CI log shows where it was.
+SWIFT_BACKTRACE ?= enable=yes,unwind=precise,threads=crashed,registers=none,images=none,limit=200
+export SWIFT_BACKTRACE
 
 .PHONY: all deps build release run test unit conformance fuzz fuzz-build bench bench-quick profile clean
 

@@ -99,7 +99,10 @@ final class TestSocket {
                     guard let colon = line.firstIndex(of: ":") else { continue }
                     headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingSpaces()
                 }
-                let status = Int(statusParts[1])!
+                // A throw, not a trap: one bad response must fail its test, not the whole test process.
+                guard statusParts.count >= 2, let status = Int(statusParts[1]) else {
+                    throw TestError("malformed status line: \(lines[0])")
+                }
                 var body: [UInt8] = []
                 if let length = headers["content-length"].flatMap({ Int($0) }), status != 101 && !headRequest {
                     body = try read(length)
