@@ -16,7 +16,9 @@ import pytest
 from waiting import wait_for
 
 SYMBOLS = {"BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT"}
-TRADE_WAIT_S = 25  # the simulator trades every few seconds
+# The simulator's trades come 3-10 s apart and can pause for a minute (its positions are full),
+# so a test that needs a trade publishes one itself; this bounds the wait for its delivery.
+TRADE_WAIT_S = 25
 
 RECORDER = r"""
 (() => {
@@ -135,8 +137,18 @@ def test_prices_update(page):
     wait_for(lambda: any(prices()[s] != first[s] for s in SYMBOLS), 6, "a price to change")
 
 
-def test_trade_row_appears(page):
+def publish_trade(server, price):
+    """A producer's TradeExecuted for the demo account, through POST /api/publish."""
+    body = json.dumps({"type": "TradeExecuted", "account": "demo", "data": {
+        "symbol": "BTCUSDT", "side": "BUY", "quantity": 0.25, "price": price, "timestamp": int(time.time() * 1000)}}).encode()
+    req = urllib.request.Request(server.url + "/api/publish", data=body, method="POST", headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        assert r.status == 202
+
+
+def test_trade_row_appears(page, server):
     n0 = page.execute_script("return __tw.trades.length")
+    publish_trade(server, 43001.5)
     wait_for(lambda: page.execute_script("return __tw.trades.length") > n0, TRADE_WAIT_S, "a TradeExecuted message")
     seq = page.execute_script("return __tw.trades[__tw.trades.length - 1].seq")
     wait_for(lambda: page.execute_script(f"return !!document.querySelector('#trades tbody tr[data-seq=\"{seq}\"]')"), 2,
@@ -158,11 +170,7 @@ def test_gap_is_replayed_without_loss(page, server):
     wait_for(lambda: dot_state(page) == "disconnected", 2, "the red dot after disconnect()")
     assert page.execute_script("return !document.getElementById('retry').hidden"), "Retry shown while disconnected"
     # A producer's trade while the client is away (the simulator's may take a while to come).
-    body = json.dumps({"type": "TradeExecuted", "account": "demo", "data": {
-        "symbol": "BTCUSDT", "side": "BUY", "quantity": 0.25, "price": 43000.5, "timestamp": int(ts0)}}).encode()
-    req = urllib.request.Request(server.url + "/api/publish", data=body, method="POST", headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=5) as r:
-        assert r.status == 202
+    publish_trade(server, 43000.5)
 
     def trades_after_gap():
         s = server.get_json("/api/snapshot")
@@ -219,6 +227,7 @@ def test_server_restart(page, server):
     assert any(s["epoch"] == new for s in reloaded), "no snapshot reload after the restart"
     # A trade of the new server, then the page must agree with it exactly.
     n0 = page.execute_script("return __tw.trades.length")
+    publish_trade(server, 43002.5)
     wait_for(lambda: page.execute_script("return __tw.trades.length") > n0, TRADE_WAIT_S, "a trade after the restart")
     assert_matches_server(page, server)
 
