@@ -16,6 +16,9 @@ FUZZ_TEST_SECONDS ?= 15
 # list, so that the end of a CI log shows where it was.
 SWIFT_BACKTRACE ?= enable=yes,unwind=precise,threads=crashed,registers=none,images=none,limit=200
 export SWIFT_BACKTRACE
+# glibc's own fatal messages (heap corruption, a failed assertion in a C library) go to
+# stderr, not to /dev/tty, so that they too reach the log.
+export LIBC_FATAL_STDERR_ = 1
 
 .PHONY: all deps build release run test unit conformance fuzz fuzz-build bench bench-quick profile clean
 

@@ -10,7 +10,7 @@ import Testing
 final class RedisServer: @unchecked Sendable {
     let port: Int
     let directory: URL
-    private var process: Process?
+    private var process: Child?
     private let extraArguments: [String]
 
     struct Failure: Error, CustomStringConvertible {
@@ -47,14 +47,10 @@ final class RedisServer: @unchecked Sendable {
 
     func start(deadline: Double = 10) throws {
         precondition(process == nil)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: try Self.binary())
-        p.arguments = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                       "--dir", directory.path, "--daemonize", "no", "--logfile", directory.appendingPathComponent("redis.log").path]
-            + extraArguments
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
+        let p = try Child(Self.binary(), [
+            "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", directory.path, "--daemonize", "no", "--logfile", directory.appendingPathComponent("redis.log").path,
+        ] + extraArguments)
         process = p
         let until = Date().addingTimeInterval(deadline)
         while Date() < until {
@@ -69,23 +65,71 @@ final class RedisServer: @unchecked Sendable {
     func kill() {
         guard let p = process else { return }
         process = nil
-        if paused { Glibc.kill(p.processIdentifier, SIGCONT) }
+        if paused { Glibc.kill(p.pid, SIGCONT) }
         paused = false
-        Glibc.kill(p.processIdentifier, SIGKILL)
-        p.waitUntilExit()
+        Glibc.kill(p.pid, SIGKILL)
+        p.reap()
     }
 
     private var paused = false
     func pause() {
         guard let p = process else { return }
         paused = true
-        Glibc.kill(p.processIdentifier, SIGSTOP)
+        Glibc.kill(p.pid, SIGSTOP)
     }
 
     func resume() {
         guard let p = process else { return }
         paused = false
-        Glibc.kill(p.processIdentifier, SIGCONT)
+        Glibc.kill(p.pid, SIGCONT)
+    }
+
+    /// A child started with posix_spawn and reaped with waitpid, on the calling thread.
+    /// Not Foundation's `Process`: its `waitUntilExit` spins a run loop on whichever
+    /// cooperative thread the test runs on, while other suites start processes in parallel,
+    /// and two test runs died of a SIGABRT with no message in this suite's teardown.
+    final class Child {
+        let pid: pid_t
+        private var exited = false
+
+        init(_ path: String, _ arguments: [String]) throws {
+            var actions = posix_spawn_file_actions_t()
+            posix_spawn_file_actions_init(&actions)
+            defer { posix_spawn_file_actions_destroy(&actions) }
+            for fd: Int32 in 0...2 { posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0) }
+            // No inherited descriptors: a parallel test's sockets must close when it does.
+            // (glibc 2.34's addclosefrom_np, looked up: Swift's Glibc module omits GNU extensions.)
+            typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+            if let f = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") {
+                _ = unsafeBitCast(f, to: CloseFrom.self)(&actions, 3)
+            }
+            let argv = ([path] + arguments).map { strdup($0) } + [nil]
+            defer { argv.forEach { free($0) } }
+            var pid: pid_t = 0
+            let rc = posix_spawn(&pid, path, &actions, nil, argv, environ)
+            guard rc == 0 else { throw Failure(description: "posix_spawn \(path): \(String(cString: strerror(rc)))") }
+            self.pid = pid
+        }
+
+        var isRunning: Bool {
+            guard !exited else { return false }
+            var status: Int32 = 0
+            if waitpid(pid, &status, WNOHANG) == pid { exited = true }
+            return !exited
+        }
+
+        func reap() {
+            guard !exited else { return }
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+            exited = true
+        }
+
+        deinit {
+            guard !exited else { return }
+            Glibc.kill(pid, SIGKILL)
+            reap()
+        }
     }
 
     func log() -> String {
