@@ -67,12 +67,21 @@ public struct AccessToken: Sendable, Equatable {
     /// Splits and decodes `text`. Header and payload must be JSON objects with no member
     /// named twice (two parsers reading different values is how claims get smuggled).
     public static func parse<C: Collection<UInt8>>(_ text: C) -> Result<AccessToken, TokenFailure> {
-        let bytes = Array(text)
+        Array(text).withUnsafeBytes { parse($0) }
+    }
+
+    /// The same, on the bytes in place (the server's path: no copy of the token first).
+    public static func parse(_ bytes: UnsafeRawBufferPointer) -> Result<AccessToken, TokenFailure> {
         if bytes.isEmpty { return .failure(.missing) }
         if bytes.count > maxLength { return .failure(.malformed("longer than \(maxLength) bytes")) }
-        guard let firstDot = bytes.firstIndex(of: UInt8(ascii: ".")),
-              let secondDot = bytes[(firstDot + 1)...].firstIndex(of: UInt8(ascii: ".")),
-              bytes[(secondDot + 1)...].firstIndex(of: UInt8(ascii: ".")) == nil
+        var dots = (first: -1, second: -1)
+        for i in 0..<bytes.count where bytes[i] == UInt8(ascii: ".") {
+            if dots.first < 0 { dots.first = i }
+            else if dots.second < 0 { dots.second = i }
+            else { dots.second = -1; break }   // a third dot
+        }
+        let (firstDot, secondDot) = dots
+        guard firstDot >= 0, secondDot >= 0
         else { return .failure(.malformed("expected three dot-separated parts (JWS compact form)")) }
         guard let headerJSON = Base64URL.decode(bytes[..<firstDot]),
               let payloadJSON = Base64URL.decode(bytes[(firstDot + 1)..<secondDot]),

@@ -39,7 +39,7 @@ public enum TokenLocation {
         let answer: String? = offered.contains(where: { $0 == streamSubprotocol }) ? streamSubprotocol : nil
         if let authorization {
             let value = trim(Substring(authorization))
-            guard value.count > 7, value.prefix(7).lowercased() == "bearer " else {
+            guard value.utf8.count > 7, hasBearerScheme(value) else {
                 return .failure(.malformed("the Authorization header must be 'Bearer <token>'"))
             }
             return .success(LocatedToken(token: String(trim(value.dropFirst(7))), source: .authorization, subprotocol: answer))
@@ -56,6 +56,16 @@ public enum TokenLocation {
             return .success(LocatedToken(token: query, source: .query, subprotocol: answer))
         }
         return .success(nil)
+    }
+
+    /// `Bearer ` in any case (RFC 7235 §2.1: the scheme is case-insensitive), compared on
+    /// the UTF-8 bytes with no lowercased copy.
+    static func hasBearerScheme(_ value: Substring) -> Bool {
+        var expected = "bearer ".utf8.makeIterator()
+        for b in value.utf8.prefix(7) {
+            guard let e = expected.next(), b | (b >= 0x41 && b <= 0x5A ? 0x20 : 0) == e else { return false }
+        }
+        return expected.next() == nil
     }
 
     private static func trim(_ s: Substring) -> Substring {

@@ -7,8 +7,11 @@ import TradingStream
 /// A key that verifies tokens, and with it the one algorithm it verifies: the key decides
 /// the algorithm, the token's header only has to agree (RFC 8725 §3.1).
 public enum VerificationKey: @unchecked Sendable {
-    // @unchecked: the swift-crypto key types are immutable values.
-    case hmac(SymmetricKey)
+    // @unchecked: the swift-crypto key types are immutable values; the keyed HMAC is only
+    // ever copied (its hash states are copy-on-write), never mutated in place.
+    /// The HMAC with its key already folded into the inner and outer hash states: each
+    /// verification copies it instead of padding and hashing the key again.
+    case hmac(HMAC<SHA256>)
     case rsa(_RSA.Signing.PublicKey)
     case p256(P256.Signing.PublicKey)
 
@@ -23,9 +26,15 @@ public enum VerificationKey: @unchecked Sendable {
     /// Whether `signature` is this key's over `input`. The comparisons are swift-crypto's
     /// (constant time for HMAC).
     public func verifies(_ signature: [UInt8], over input: [UInt8]) -> Bool {
+        input.withUnsafeBytes { verifies(signature, over: $0) }
+    }
+
+    public func verifies(_ signature: [UInt8], over input: UnsafeRawBufferPointer) -> Bool {
         switch self {
-        case .hmac(let key):
-            return HMAC<SHA256>.isValidAuthenticationCode(signature, authenticating: input, using: key)
+        case .hmac(let keyed):
+            var mac = keyed
+            mac.update(data: input)
+            return mac.finalize() == signature   // swift-crypto's constant-time comparison
         case .rsa(let key):
             let sig = _RSA.Signing.RSASignature(rawRepresentation: signature)
             return key.isValidSignature(sig, for: SHA256.hash(data: input), padding: .insecurePKCS1v1_5)
@@ -48,7 +57,7 @@ public enum VerificationKey: @unchecked Sendable {
         guard b.count >= minimumSecretBytes else {
             throw KeyLoadingError("an HS256 secret must be at least \(minimumSecretBytes) bytes (got \(b.count)); generate one with `openssl rand -base64 48`")
         }
-        return .hmac(SymmetricKey(data: b))
+        return .hmac(HMAC<SHA256>(key: SymmetricKey(data: b)))
     }
 
     /// A PEM public key: RSA (`PUBLIC KEY` or `RSA PUBLIC KEY`) or EC P-256.

@@ -49,7 +49,7 @@ struct Authenticator {
         guard let verifier else { return .failure(.missing) }
         var token = token
         return token.withUTF8 { bytes in
-            verifier.verify(bytes, now: Int64(time(nil))).map { AccessGrant($0) }
+            verifier.verify(UnsafeRawBufferPointer(bytes), now: Int64(time(nil))).map { AccessGrant($0) }
         }
     }
 
