@@ -2,7 +2,8 @@
 """Security benches (issue 11), each comparing runs made in the same invocation:
 
   upgrades  WebSocket upgrades with --auth off vs HS256 / ES256 / RS256 tokens: upgrades/s and
-            server CPU per upgrade, the server pinned to one CPU;
+            server CPU per upgrade, each server pinned to the same CPU, the modes alternating
+            in rounds;
   fanout    broadcast to N idle subscribers over TLS vs plain: server CPU per delivery and the
             subscribers' p99 delivery latency (the subscribers run in their own process);
   flood     one connection flooding past --max-messages-per-second while N subscribers receive
@@ -128,34 +129,50 @@ def upgrade_request(token, path="/ws"):
             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
 
 
-def upgrades(binary, cpu, modes, count, seconds):
-    """Serial upgrades (connect, upgrade, read the 101 and Connected, close) per auth mode."""
-    out = {}
-    for mode, (flags, token) in modes.items():
-        server = Server(binary, cpu, *flags)
-        try:
-            request = upgrade_request(token)
-            done, refused = 0, 0
-            c0, t0 = server.cpu(), time.monotonic()
-            while done < count and time.monotonic() - t0 < seconds:
-                s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-                s.sendall(request)
-                data = b""
-                # An upgrade is done at Connected; a refusal at the end of its answer's head.
-                while b"Connected" not in data and not (b"\r\n\r\n" in data and not data.startswith(b"HTTP/1.1 101")):
-                    chunk = s.recv(65536)
-                    if not chunk:
+def upgrades(binary, cpu, modes, count, seconds, rounds=5):
+    """Serial upgrades (connect, upgrade, read the 101 and Connected, close) per auth mode.
+    Every mode's server runs at once, all pinned to the same CPU, and the modes take turns
+    in `rounds` batches, so a change in the machine's load falls on every mode alike."""
+    servers = {}
+    try:
+        for mode, (flags, _) in modes.items():
+            servers[mode] = Server(binary, cpu, *flags)
+        totals = {mode: {"done": 0, "refused": 0, "wall": 0.0, "cpu": 0.0} for mode in modes}
+        deadline = time.monotonic() + seconds * len(modes)
+        for _ in range(rounds):
+            for mode, (_, token) in modes.items():
+                server, t = servers[mode], totals[mode]
+                request = upgrade_request(token)
+                batch = count // rounds
+                c0, t0 = server.cpu(), time.monotonic()
+                for _ in range(batch):
+                    if time.monotonic() > deadline:
                         break
-                    data += chunk
-                if not data.startswith(b"HTTP/1.1 101"):
-                    refused += 1
-                s.close()
-                done += 1
-            wall, used = time.monotonic() - t0, server.cpu() - c0
-        finally:
+                    s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+                    s.sendall(request)
+                    data = b""
+                    # An upgrade is done at Connected; a refusal at the end of its answer's head.
+                    while b"Connected" not in data and not (b"\r\n\r\n" in data and not data.startswith(b"HTTP/1.1 101")):
+                        chunk = s.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                    if not data.startswith(b"HTTP/1.1 101"):
+                        t["refused"] += 1
+                    s.close()
+                    t["done"] += 1
+                t["wall"] += time.monotonic() - t0
+                t["cpu"] += server.cpu() - c0
+    finally:
+        for server in servers.values():
             server.stop()
-        out[mode] = {"upgrades": done, "refused": refused, "per_second": done / wall, "server_cpu_us_per_upgrade": used / done * 1e6}
-        print(f"  upgrades {mode}: {done / wall:.0f}/s, server CPU {used / done * 1e6:.1f} us per upgrade, refused {refused}", flush=True)
+    out = {}
+    for mode, t in totals.items():
+        done = max(1, t["done"])
+        out[mode] = {"upgrades": t["done"], "refused": t["refused"], "per_second": t["done"] / max(t["wall"], 1e-9),
+                     "server_cpu_us_per_upgrade": t["cpu"] / done * 1e6}
+        print(f"  upgrades {mode}: {out[mode]['per_second']:.0f}/s, server CPU {out[mode]['server_cpu_us_per_upgrade']:.1f} us per upgrade, "
+              f"refused {t['refused']}", flush=True)
     return out
 
 
@@ -389,6 +406,8 @@ def main():
     parser.add_argument("--out", default=".build/bench")
     parser.add_argument("--quick", action="store_true", help="small counts (a smoke test of the harness)")
     parser.add_argument("--only", default="upgrades,fanout,flood")
+    # /proc CPU time counts 10 ms ticks: 20,000 upgrades of ~100 us make 200 ticks per mode.
+    parser.add_argument("--upgrades", type=int, default=20_000, help="upgrades per auth mode (default 20000)")
     parser.add_argument("--fanout", default="", help="subscribers:rate pairs, comma-separated (default 1000:20,10000:2)")
     parser.add_argument("--subscribers-role", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--flood-role", action="store_true", help=argparse.SUPPRESS)
@@ -417,7 +436,7 @@ def main():
 
     if "upgrades" in only:
         print("bench_security: upgrades", flush=True)
-        up = upgrades(opts.binary, cpus[0], tokens(work), 300 if opts.quick else 3000, 30 if opts.quick else 60)
+        up = upgrades(opts.binary, cpus[0], tokens(work), 300 if opts.quick else opts.upgrades, 30 if opts.quick else 60)
         base = up["off"]["server_cpu_us_per_upgrade"]
         for mode in up:
             up[mode]["cpu_vs_off"] = up[mode]["server_cpu_us_per_upgrade"] / base
