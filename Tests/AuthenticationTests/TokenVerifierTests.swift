@@ -72,6 +72,25 @@ import Testing
         #expect(throws: KeyLoadingError.self) { try VerificationKey.publicKey(pem: "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n") }
     }
 
+    /// A PEM that is neither EC nor RSA (an Ed25519 key, a corrupt body) is refused, every
+    /// time: swift-crypto 3.12.3 freed the half-built RSA key twice on this path, which
+    /// aborted a test run now and then and would have aborted a server at start.
+    @Test func aPublicKeyOfAnotherKindIsRefusedEveryTime() {
+        let ed25519 = Curve25519.Signing.PrivateKey().publicKey.rawRepresentation
+        // SubjectPublicKeyInfo for id-Ed25519 (1.3.101.112) around the raw key.
+        let spki = [0x30, 0x2A, 0x30, 0x05, 0x06, 0x03, 0x2B, 0x65, 0x70, 0x03, 0x21, 0x00] + Array(ed25519)
+        let pems = [
+            "-----BEGIN PUBLIC KEY-----\n\(Data(spki).base64EncodedString())\n-----END PUBLIC KEY-----\n",
+            "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+            "-----BEGIN RSA PUBLIC KEY-----\nMAA=\n-----END RSA PUBLIC KEY-----\n",
+        ]
+        for _ in 0..<500 {
+            for pem in pems {
+                #expect(throws: KeyLoadingError.self) { try VerificationKey.publicKey(pem: pem) }
+            }
+        }
+    }
+
     @Test func jwksSelectsByKid() throws {
         let a = P256.Signing.PrivateKey()
         let b = P256.Signing.PrivateKey()
