@@ -60,7 +60,9 @@ final class TestSocket {
     @discardableResult
     func fill() throws -> Bool {
         var chunk = [UInt8](repeating: 0, count: 65536)
-        let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        var n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        // A signal to the test process (SIGCHLD of a child another test reaped) is no error.
+        while n < 0 && errno == EINTR { n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) } }
         if n == 0 { return false }
         if n < 0 {
             if errno == EAGAIN { throw TestError("timed out waiting for data") }
