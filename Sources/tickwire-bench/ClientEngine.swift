@@ -96,7 +96,8 @@ final class ClientEngine {
     // MARK: - Connecting
 
     @discardableResult
-    func connect(_ role: ClientRole) -> ClientConnection {
+    /// `port`: another server than the engine's (a second cluster node), on the same host.
+    func connect(_ role: ClientRole, port: Int? = nil) -> ClientConnection {
         let c = ClientConnection(id: connections.count, role: role)
         connections.append(c)
         c.connectStartedAt = monotonicNanoseconds()
@@ -113,7 +114,7 @@ final class ClientEngine {
         }
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        addr.sin_port = in_port_t(UInt16(port ?? self.port).bigEndian)
         inet_pton(AF_INET, host, &addr.sin_addr)
         let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
         if rc != 0 && errno != EINPROGRESS {

@@ -16,6 +16,8 @@ struct FanoutOptions {
     var query = ""
     /// Messages per POST (1: one request per message, as the floor server expects).
     var batch = 1
+    /// Publishers post here instead of to the subscribers' server (another node of a cluster).
+    var publishPort: Int?
     var serverPid: Int32?
     var label = "server"
 }
@@ -69,7 +71,7 @@ final class FanoutBenchmark: ClientHandler {
             Unmanaged<FanoutBenchmark>.fromOpaque(w!.pointee.data!).takeUnretainedValue().tick()
         }, 0.001, 0.001)
         ev_timer_start(engine.loop.raw, timer)
-        for _ in 0..<options.publishers { publishers.append(engine.connect(.http)) }
+        for _ in 0..<options.publishers { publishers.append(engine.connect(.http, port: options.publishPort)) }
         engine.run()
         return report()
     }

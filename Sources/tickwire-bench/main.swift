@@ -55,10 +55,12 @@ struct Fanout: ParsableCommand {
     @Option(help: "Distinct symbols the publishers cycle through.") var symbols = 1
     @Option(help: "Messages per POST.") var batch = 1
     @Option(help: "Subscriber query string, e.g. 'channels=prices&symbols=S0' (Tickwire only).") var query = ""
+    @Option(help: "Publish to this port instead of --port (another node of a cluster; --server-pid is then the subscribers' node).") var publishPort: Int?
 
     func run() throws {
         let engine = try common.engine()
         var o = FanoutOptions()
+        o.publishPort = publishPort
         o.subscribers = subscribers; o.publishers = publishers; o.rate = rate; o.warmupSeconds = warmup
         o.durationSeconds = duration; o.symbols = symbols; o.batch = batch; o.query = query
         o.serverPid = common.serverPid; o.label = common.label
