@@ -78,6 +78,7 @@ bench: release
 	$(PYTHON) scripts/bench.py --out $(BUILD_DIR)/bench $(if $(BASELINE),--baseline $(BASELINE))
 	$(PYTHON) scripts/bench_security.py --binary $(RELEASE_BIN) --out $(BUILD_DIR)/bench
 	$(PYTHON) scripts/bench_deflate.py $(RELEASE_BIN) | tee $(BUILD_DIR)/bench/deflate.jsonl
+	$(PYTHON) scripts/bench_cluster.py --out $(BUILD_DIR)/bench
 
 bench-quick: release
 	$(PYTHON) scripts/bench.py --quick --out $(BUILD_DIR)/bench-quick
