@@ -8,6 +8,9 @@
 # for promtool, openssl, systemd, python3-yaml when PyYAML is missing). Installing does
 # not start the packages' services: a temporary policy-rc.d forbids it, and services
 # enabled by the install are disabled again. Run as root, or with sudo available.
+#
+# One file on purpose (about 850 lines): one check per deploy file, run by one command in
+# make test and CI; the Python checks are one function per file, dispatched by name.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -7,35 +7,39 @@ import TradingStream
 /// stream, in as few gathered writes as the socket accepts. No frame byte is copied: each
 /// iovec points into a frame every subscriber shares. After a partial write the cursor
 /// and offsets say exactly where to resume.
+///
+/// Split over three files by what is written: this one (the shared log, the connection's own
+/// bytes, --max-bandwidth and the write itself), `StreamFlusher+Throttled.swift` (max_frequency
+/// subscribers) and `StreamFlusher+SlowQueue.swift` (slow consumers' private queues).
 final class StreamFlusher {
     static let maxIovecs = 1024   // IOV_MAX on Linux
 
-    private unowned(unsafe) let worker: Worker
+    unowned(unsafe) let worker: Worker
     /// The broadcast log (strong: it is read for every frame written).
-    private let log: BroadcastLog
-    private let pool: BufferPool
-    private let stats: WorkerStats
+    let log: BroadcastLog
+    let pool: BufferPool
+    let stats: WorkerStats
     /// The socket write (see `OutputFlusher.Send`); set with the flusher's.
     var send: OutputFlusher.Send = OutputFlusher.socketSend
     /// Per-reactor scratch: one iovec array for every connection.
-    private let iovecs: UnsafeMutablePointer<iovec>
+    let iovecs: UnsafeMutablePointer<iovec>
     /// Per iovec: the log index it writes, or UInt64.max for a connection's own bytes.
-    private let iovKinds: UnsafeMutablePointer<UInt64>
+    let iovKinds: UnsafeMutablePointer<UInt64>
     /// For throttled connections, per iovec: what it is (`Piece`), its seq and its entry.
-    private let iovPieces: UnsafeMutablePointer<Piece>
-    private let iovSeqs: UnsafeMutablePointer<UInt64>
-    private let iovEntries: UnsafeMutablePointer<UnsafeMutablePointer<LogEntry>?>
+    let iovPieces: UnsafeMutablePointer<Piece>
+    let iovSeqs: UnsafeMutablePointer<UInt64>
+    let iovEntries: UnsafeMutablePointer<UnsafeMutablePointer<LogEntry>?>
     /// Per-reactor scratch: a throttled connection's group updates due now.
-    private var held: [HeldUpdate] = []
+    var held: [HeldUpdate] = []
 
-    private enum Piece: UInt8 { case log, control, group, partialGroup }
+    enum Piece: UInt8 { case log, control, group, partialGroup }
 
     /// Connections waiting for their bandwidth tokens, and when the first is due.
-    private var bandwidthWaiters: [(slot: UInt32, generation: UInt32)] = []
+    var bandwidthWaiters: [(slot: UInt32, generation: UInt32)] = []
     private(set) var bandwidthDeadline: UInt32?
     /// An iovec shortened to fit the bucket, and its real length (restored after the write).
-    private var cutIndex = -1
-    private var cutLength = 0
+    var cutIndex = -1
+    var cutLength = 0
 
     /// The bytes of a log entry for this subscriber: the shared plain frame, or the shared
     /// compressed one for a connection that negotiated permessage-deflate.
@@ -46,7 +50,7 @@ final class StreamFlusher {
     }
 
     /// Strong: consulted per delivery for compressing subscribers.
-    private let compression: Compression
+    let compression: Compression
 
     init(worker: Worker, log: BroadcastLog, compression: Compression) {
         self.worker = worker
@@ -184,7 +188,7 @@ final class StreamFlusher {
 
     /// The bytes `c` may be sent now (its bucket refilled), or Int.max without a cap.
     @inline(__always)
-    private func allowance(_ c: UnsafeMutablePointer<Connection>) -> Int {
+    func allowance(_ c: UnsafeMutablePointer<Connection>) -> Int {
         let maxBandwidth = c.pointee.bandwidthCap   // per connection: the token may lower it
         if maxBandwidth == 0 { return Int.max }
         let now = worker.clock.now
@@ -209,7 +213,7 @@ final class StreamFlusher {
     /// Writes iovecs [0, n) and handles what every flush loop handles the same way: EAGAIN
     /// (wait for writability), a failed write (close), and a bandwidth bucket that let nothing out.
     @inline(__always)
-    private func writeGathered(_ c: UnsafeMutablePointer<Connection>, _ n: Int, total: Int) -> GatheredWrite {
+    func writeGathered(_ c: UnsafeMutablePointer<Connection>, _ n: Int, total: Int) -> GatheredWrite {
         let (written, cut) = writeWithin(c, n, total: total)
         if written < 0 {
             let err = errno
@@ -226,7 +230,7 @@ final class StreamFlusher {
     /// Writes iovecs [0, n) (`total` bytes), at most what the bucket allows. Returns what
     /// was written (or -1 with errno), and whether the bucket, not the socket, stopped it.
     @inline(__always)
-    private func writeWithin(_ c: UnsafeMutablePointer<Connection>, _ n: Int, total: Int) -> (written: Int, cut: Bool) {
+    func writeWithin(_ c: UnsafeMutablePointer<Connection>, _ n: Int, total: Int) -> (written: Int, cut: Bool) {
         let maxBandwidth = c.pointee.bandwidthCap   // per connection: the token may lower it
         let allowed = allowance(c)
         if allowed >= total {
@@ -256,7 +260,7 @@ final class StreamFlusher {
     /// The bucket is empty: no write interest (the socket is not what waits), prices and
     /// candles conflate in the connection's own queue, and it is flushed again once tokens
     /// return (one retry list and the reactor's one timer, not a timer per connection).
-    private func bandwidthLimited(_ c: UnsafeMutablePointer<Connection>) {
+    func bandwidthLimited(_ c: UnsafeMutablePointer<Connection>) {
         let maxBandwidth = c.pointee.bandwidthCap   // per connection: the token may lower it
         stats.bandwidthLimited.bump()
         watchWrites(c, false)
@@ -289,292 +293,24 @@ final class StreamFlusher {
 
     /// The gathered iovecs to the socket, through the TLS session when there is one.
     @inline(__always)
-    private func write(_ c: UnsafeMutablePointer<Connection>, _ n: Int) -> Int {
+    func write(_ c: UnsafeMutablePointer<Connection>, _ n: Int) -> Int {
         if let session = c.pointee.tls { return worker.tls.write(c, session, iovecs, n) }
         return send(c.pointee.fd, iovecs, n)
     }
 
     /// EV_WRITE on or off; the flusher is called only when that changes (rarely).
     @inline(__always)
-    private func watchWrites(_ c: UnsafeMutablePointer<Connection>, _ on: Bool) {
+    func watchWrites(_ c: UnsafeMutablePointer<Connection>, _ on: Bool) {
         if c.pointee.flags.contains(.writeBlocked) != on { worker.output.setWriteWatch(c, on) }
     }
 
     /// Everything up to `index` has been written or skipped.
     @inline(__always)
-    private func finishScan(_ c: UnsafeMutablePointer<Connection>, at index: UInt64) {
+    func finishScan(_ c: UnsafeMutablePointer<Connection>, at index: UInt64) {
         c.pointee.cursor = index
         c.pointee.cursorOffset = 0
         if index >= log.end || !c.pointee.lifecycle.acceptsOutgoingFrames {
             c.pointee.flags.remove(.broadcastPending)
         }
-    }
-
-    /// A `max_frequency` subscriber: its log frames (everything but public prices and
-    /// candles), its own messages, and its rate groups' released updates, merged in seq
-    /// order. A group update held for the next tick goes now too when something stamped
-    /// later goes in this write: the client must never see a seq lower than one before it.
-    private func flushThrottled(_ c: UnsafeMutablePointer<Connection>, _ t: ThrottleState) -> Bool {
-        let groups = worker.broadcast.rateGroups
-        let sessionOpen = c.pointee.lifecycle.acceptsOutgoingFrames
-        while true {
-            let pending = c.pointee.flags.contains(.broadcastPending)
-            let hasControl = !c.pointee.output.isEmpty
-            let limit = (!sessionOpen && hasControl) ? min(c.pointee.controlMark, log.end) : (sessionOpen ? log.end : c.pointee.cursor)
-            var index = pending ? c.pointee.cursor : log.end
-            var includeHeld = hasControl
-            if !includeHeld && pending {
-                var i = index
-                while i < limit {
-                    if BroadcastPath.matches(c, log.entry(i)) { includeHeld = true; break }
-                    i += 1
-                }
-            }
-            if sessionOpen { groups.collect(t, includeHeld: includeHeld, into: &held) } else { held.removeAll(keepingCapacity: true) }
-            var h = 0
-            var n = 0
-            var total = 0
-            var offset = Int(c.pointee.cursorOffset)
-            var controlAdded = !hasControl
-            if let p = t.partial {
-                iovecs[n] = iovec(iov_base: p.bytes + Int(p.offset), iov_len: Int(p.count - p.offset))
-                iovPieces[n] = .partialGroup
-                iovSeqs[n] = p.seq
-                total += Int(p.count - p.offset)
-                n += 1
-            }
-            @inline(__always) func addHeld() {
-                let (bytes, count) = wire(c, held[h].entry)
-                iovecs[n] = iovec(iov_base: bytes, iov_len: Int(count))
-                iovPieces[n] = .group
-                iovSeqs[n] = held[h].seq
-                iovEntries[n] = held[h].entry
-                total += Int(count)
-                n += 1
-                h += 1
-            }
-            while n < Self.maxIovecs {
-                if !controlAdded && (!pending || index >= c.pointee.controlMark || index >= limit) {
-                    if h < held.count && held[h].seq <= c.pointee.controlSeq { addHeld(); continue }
-                    let out = c.pointee.output.readable
-                    iovecs[n] = iovec(iov_base: out.baseAddress, iov_len: out.count)
-                    iovPieces[n] = .control
-                    total += out.count
-                    n += 1
-                    controlAdded = true
-                    continue
-                }
-                if !pending || index >= limit { break }
-                let e = log.entry(index)
-                if BroadcastPath.matches(c, e) {
-                    if offset == 0 && h < held.count && held[h].seq < e.pointee.seq { addHeld(); continue }
-                    let (bytes, count) = wire(c, e)
-                    let length = Int(count) - offset
-                    iovecs[n] = iovec(iov_base: bytes + offset, iov_len: length)
-                    iovPieces[n] = .log
-                    iovKinds[n] = index
-                    iovSeqs[n] = e.pointee.seq
-                    total += length
-                    n += 1
-                }
-                offset = 0
-                index += 1
-            }
-            // Released updates newer than everything else here; held ones wait for their tick.
-            while n < Self.maxIovecs && h < held.count {
-                if held[h].early { h += 1 } else { addHeld() }
-            }
-            let scannedTo = index
-            if n == 0 {
-                finishScan(c, at: scannedTo)
-                break
-            }
-            let written: Int, cut: Bool
-            switch writeGathered(c, n, total: total) {
-            case .interrupted: continue
-            case .stopped(let keepOpen): return keepOpen
-            case .wrote(let count, let bucketCut): (written, cut) = (count, bucketCut)
-            }
-            var left = written
-            var sent: UInt64 = 0
-            var fromGroups: UInt64 = 0
-            var stopped = false
-            for k in 0..<n {
-                let length = iovecs[k].iov_len
-                switch iovPieces[k] {
-                case .control:
-                    let done = min(left, length)
-                    c.pointee.output.consume(done, pool: pool)
-                    left -= done
-                    t.lastSent = max(t.lastSent, c.pointee.controlSeq)
-                    if done < length {
-                        // Stopped inside our own bytes: frames before the mark are all out.
-                        c.pointee.cursor = max(c.pointee.cursor, min(c.pointee.controlMark, scannedTo))
-                        c.pointee.cursorOffset = 0
-                        stopped = true
-                    }
-                case .log:
-                    if left >= length {
-                        left -= length
-                        sent += 1
-                        c.pointee.cursor = iovKinds[k] + 1
-                        c.pointee.cursorOffset = 0
-                        t.lastSent = max(t.lastSent, iovSeqs[k])
-                    } else {
-                        let alreadyOut = (iovKinds[k] == c.pointee.cursor) ? Int(c.pointee.cursorOffset) : 0
-                        c.pointee.cursor = iovKinds[k]
-                        c.pointee.cursorOffset = UInt32(alreadyOut + left)
-                        if left > 0 {
-                            c.pointee.flags.insert(.sentBroadcast)
-                            t.lastSent = max(t.lastSent, iovSeqs[k])
-                        }
-                        left = 0
-                        stopped = true
-                    }
-                case .partialGroup:
-                    if left >= length {
-                        left -= length
-                        t.partial!.frame.release()
-                        t.partial = nil
-                    } else {
-                        t.partial!.offset += UInt32(left)
-                        left = 0
-                        stopped = true
-                    }
-                case .group:
-                    if left >= length {
-                        left -= length
-                        sent += 1
-                        fromGroups += 1
-                        t.lastSent = max(t.lastSent, iovSeqs[k])
-                    } else {
-                        if left > 0 {
-                            // The rest goes first next time, even if the group moves on.
-                            let e = iovEntries[k]!
-                            let frame = e.pointee.frame
-                            _ = frame.retain()
-                            t.partial = (frame, iovecs[k].iov_base!, UInt32(length), UInt32(left), iovSeqs[k])
-                            t.lastSent = max(t.lastSent, iovSeqs[k])
-                            fromGroups += 1
-                            c.pointee.flags.insert(.sentBroadcast)
-                        }
-                        left = 0
-                        stopped = true
-                    }
-                }
-                if stopped { break }
-            }
-            if sent > 0 {
-                stats.messagesSent.bump(sent)
-                c.pointee.flags.insert(.sentBroadcast)
-            }
-            if fromGroups > 0 { stats.rateDeliveries.bump(fromGroups) }
-            if stopped || written < total {
-                if cut { bandwidthLimited(c); return c.pointee.isLive }
-                watchWrites(c, true)
-                return true
-            }
-            finishScan(c, at: scannedTo)
-            if n == Self.maxIovecs { continue }   // more than one write's worth
-            break
-        }
-        if c.pointee.tls != nil && !worker.tls.flushHeld(c) {
-            if c.pointee.isLive { watchWrites(c, true) }
-            return c.pointee.isLive
-        }
-        watchWrites(c, false)
-        return true
-    }
-
-    /// The slow consumer's private queue, written like the log (own messages at their mark).
-    private func flushSlowQueue(_ c: UnsafeMutablePointer<Connection>, _ queue: SlowConsumerQueue) -> Bool {
-        if c.pointee.flags.contains(.throttled), let t = BroadcastPath.extras(c)?.throttle, c.pointee.lifecycle.acceptsOutgoingFrames {
-            worker.slowConsumers.queueReleased(c, t, queue)
-        }
-        while true {
-            queue.skipDead()
-            let hasControl = !c.pointee.output.isEmpty
-            var n = 0
-            var total = 0
-            var index = queue.base
-            var offset = Int(queue.frontOffset)
-            var controlAdded = !hasControl
-            while n < Self.maxIovecs {
-                if !controlAdded && index >= c.pointee.controlMark {
-                    let out = c.pointee.output.readable
-                    iovecs[n] = iovec(iov_base: out.baseAddress, iov_len: out.count)
-                    total += out.count
-                    n += 1
-                    controlAdded = true
-                    continue
-                }
-                if index >= queue.end { break }
-                let item = queue.item(index)
-                if item.alive {
-                    let length = Int(item.count) - offset
-                    iovecs[n] = iovec(iov_base: item.bytes + offset, iov_len: length)
-                    total += length
-                    n += 1
-                }
-                offset = 0
-                index += 1
-            }
-            if !controlAdded && n < Self.maxIovecs {
-                let out = c.pointee.output.readable
-                iovecs[n] = iovec(iov_base: out.baseAddress, iov_len: out.count)
-                total += out.count
-                n += 1
-            }
-            if n == 0 { break }
-            let written: Int, cut: Bool
-            switch writeGathered(c, n, total: total) {
-            case .interrupted: continue
-            case .stopped(let keepOpen): return keepOpen
-            case .wrote(let count, let bucketCut): (written, cut) = (count, bucketCut)
-            }
-            // Split the written bytes between the queue (before the mark) and our own bytes.
-            var left = written
-            let beforeMark = hasControl ? queueBytes(queue, upTo: c.pointee.controlMark) : queue.pendingBytes
-            let fromQueue = min(left, beforeMark)
-            let framesBefore = queue.liveCount
-            queue.consume(fromQueue)
-            stats.messagesSent.bump(UInt64(framesBefore - queue.liveCount))
-            left -= fromQueue
-            if hasControl && left > 0 {
-                let done = min(left, c.pointee.output.count)
-                c.pointee.output.consume(done, pool: pool)
-                left -= done
-                if left > 0 { queue.consume(left) }
-            }
-            if written < total {
-                if cut { bandwidthLimited(c); return c.pointee.isLive }
-                watchWrites(c, true)
-                return true
-            }
-        }
-        if queue.isEmpty && c.pointee.output.isEmpty {
-            // Caught up: back to the shared log.
-            worker.broadcast.setSlowQueue(c, nil)
-            c.pointee.flags.remove(.broadcastPending)
-        }
-        if c.pointee.tls != nil && !worker.tls.flushHeld(c) {
-            if c.pointee.isLive { watchWrites(c, true) }
-            return c.pointee.isLive
-        }
-        watchWrites(c, false)
-        return true
-    }
-
-    private func queueBytes(_ queue: SlowConsumerQueue, upTo mark: UInt64) -> Int {
-        var bytes = 0
-        var index = queue.base
-        var first = true
-        while index < min(mark, queue.end) {
-            let item = queue.item(index)
-            if item.alive { bytes += Int(item.count) - (first ? Int(queue.frontOffset) : 0) }
-            first = false
-            index += 1
-        }
-        return bytes
     }
 }

@@ -1,6 +1,9 @@
 // Tickwire live dashboard. Renders the TickwireClient store; all data comes from /ws and
 // /api/snapshot through tickwire.js. No framework: each panel re-renders when its slice of the
 // immutable state changes (reference equality), at most once per animation frame.
+//
+// One file on purpose (about 700 lines): the dashboard is served as one script with no build
+// step; one section per panel.
 import { TickwireClient } from "./tickwire.js";
 
 const KNOWN_SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT"];

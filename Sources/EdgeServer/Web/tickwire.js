@@ -12,6 +12,9 @@
 // resumes with `/ws?epoch=E&since=S` after any drop. When the server cannot replay
 // (`recovered: false`, a new epoch, or the first connect) it reloads `GET /api/snapshot` and
 // replaces its state, buffering the live stream meanwhile so nothing falls in between.
+//
+// One file on purpose (about 950 lines): it is the whole client a page or an app imports, with
+// no bundler and no second request; its sections are marked with `// ----` rules.
 
 /** The connection states of FR-WEBSOCKET-003's state machine. */
 export const CONNECTION_STATES = Object.freeze(["disconnected", "connecting", "connected", "reconnecting"]);
