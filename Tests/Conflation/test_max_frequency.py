@@ -4,6 +4,7 @@ counted over a window, with a generous bound), the last value always delivered, 
 never throttled, the stream kept in seq order, invalid values refused with the
 subscription unchanged, the frequency echoed, compressed subscribers, and resume."""
 import json
+import math
 import os
 import pathlib
 import socket
@@ -315,13 +316,17 @@ def test_many_subscribers_all_end_on_the_last_value(make):
     for c in clients:
         c.until("Connected")
         c.subscribe(channels=["prices"], max_frequency=4)
+    started = time.monotonic()
     last, _ = feed(srv, 1.0, per_batch=10, period=0.02)
+    # 4/s over however long the feed really took (a loaded machine stretches it), doubled,
+    # plus the last value: far below the ~500 updates the feed carried.
+    allowed = 4 * 2 * math.ceil(time.monotonic() - started) + 2
     for c in clients:
         c.drain_until(lambda c: bool(c.of("MarketData")) and c.of("MarketData")[-1]["data"]["price"] == last["BTCUSDT"],
                       what="the last price")
-        assert len(c.of("MarketData")) <= 4 * 2 + 2
+        assert len(c.of("MarketData")) <= allowed
     # Released once per group per tick, not once per subscriber.
-    assert srv.metric("tickwire_max_frequency_releases_total") <= 2 * (4 * 2 + 2)
+    assert srv.metric("tickwire_max_frequency_releases_total") <= 2 * allowed
     for c in clients:
         c.close()
 
