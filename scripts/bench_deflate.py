@@ -7,8 +7,10 @@ publish until every subscriber's bytes stop growing. Subscribers live in child p
 
   scripts/bench_deflate.py BIN [--subscribers 1000,10000] [--broadcasts 1000] [--rate 500]
 
-Prints one line per (subscribers, mode): CPU seconds per 1,000 broadcasts, bytes per
-delivery, and the deflate/plain ratios. Every step has a deadline.
+Prints one line per (subscribers, mode): CPU per delivery (deliveries as /metrics counts
+them), bytes per delivery, and the deflate/plain ratios; "conflated" > 0 means subscribers
+fell behind and the run understates the work. The rate is capped so that Python
+subscribers can read every delivery (--deliveries-per-s). Every step has a deadline.
 """
 import argparse
 import json
@@ -32,13 +34,15 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def subscriber(port, count, deflate, limit):
-    """Child: opens `count` /ws connections, then prints its received byte count every 0.2 s
-    until stdin closes or `limit` seconds pass."""
+def subscriber(port, count, deflate, limit, source):
+    """Child: opens `count` /ws connections from the loopback address `source` (each child its
+    own, so that runs one after another never run out of ephemeral ports: the previous run's
+    sockets sit in TIME_WAIT), then prints its received byte count every 0.2 s until stdin
+    closes or `limit` seconds pass."""
     sel = selectors.DefaultSelector()
     socks = []
     for _ in range(count):
-        s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        s = socket.create_connection(("127.0.0.1", port), timeout=30, source_address=(source, 0))
         _, response = upgrade(s, "/ws?channels=prices", [OFFER] if deflate else [])
         if deflate and "permessage-deflate" not in response.get("sec-websocket-extensions", ""):
             print(json.dumps({"error": "deflate not negotiated"}), flush=True)
@@ -69,6 +73,17 @@ def market(i):
                                            "low_24h": 41870.5, "timestamp": 1764547200000 + i}}
 
 
+def metric(port, name):
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    for line in text.splitlines():
+        if line.split(" ")[0] == name:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+SOURCES = iter(range(2, 250))   # 127.0.0.N for the children, a fresh one per child
+
+
 def measure(binary, subscribers, deflate, broadcasts, rate, limit):
     port = free_port()
     server = subprocess.Popen([binary, "--host", "127.0.0.1", "--port", str(port), "--no-simulator", "--workers", "2",
@@ -80,7 +95,8 @@ def measure(binary, subscribers, deflate, broadcasts, rate, limit):
         left = subscribers
         while left > 0:
             n = min(left, PER_PROCESS)
-            children.append(subprocess.Popen([sys.executable, __file__, "--child", str(port), str(n), "1" if deflate else "0", str(limit)],
+            children.append(subprocess.Popen([sys.executable, __file__, "--child", str(port), str(n), "1" if deflate else "0", str(limit),
+                                              f"127.0.0.{next(SOURCES)}"],
                                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
             left -= n
         latest = [0] * len(children)
@@ -101,6 +117,7 @@ def measure(binary, subscribers, deflate, broadcasts, rate, limit):
             report = poll(k, limit)
             if "error" in report:
                 raise RuntimeError(report["error"])
+        sent_before = metric(port, "websocket_messages_sent_total")
         publish_url = f"http://127.0.0.1:{port}/api/publish"
         batch = max(1, rate // 50)
         before = cpu_seconds(server.pid)
@@ -122,9 +139,15 @@ def measure(binary, subscribers, deflate, broadcasts, rate, limit):
                 totals, stable_since = list(latest), time.monotonic()
         cpu = cpu_seconds(server.pid) - before
         wire = sum(latest)
-        return {"subscribers": subscribers, "mode": "deflate" if deflate else "plain", "broadcasts": sent,
+        # Deliveries as the server counts them: a subscriber too slow for the rate is conflated
+        # (market data), and its deliveries then fall short of broadcasts x subscribers.
+        delivered = metric(port, "websocket_messages_sent_total") - sent_before
+        conflated = metric(port, "tickwire_slow_consumer_conflated_total")
+        return {"subscribers": subscribers, "mode": "deflate" if deflate else "plain", "broadcasts": sent, "rate": rate,
+                "deliveries": int(delivered), "conflated": int(conflated),
                 "cpu_s_per_1000_broadcasts": round(cpu * 1000 / sent, 4),
-                "bytes_per_delivery": round(wire / (sent * subscribers), 1)}
+                "cpu_us_per_delivery": round(cpu * 1e6 / max(delivered, 1), 3),
+                "bytes_per_delivery": round(wire / max(delivered, 1), 1)}
     finally:
         for child in children:
             try:
@@ -141,22 +164,26 @@ def measure(binary, subscribers, deflate, broadcasts, rate, limit):
 
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        subscriber(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1", float(sys.argv[5]))
+        subscriber(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1", float(sys.argv[5]), sys.argv[6])
         return 0
     p = argparse.ArgumentParser()
     p.add_argument("binary")
     p.add_argument("--subscribers", default="1000,10000")
     p.add_argument("--broadcasts", type=int, default=1000)
-    p.add_argument("--rate", type=int, default=500, help="broadcasts per second")
+    p.add_argument("--rate", type=int, default=500, help="broadcasts per second (lowered for many subscribers, see --deliveries-per-s)")
+    p.add_argument("--deliveries-per-s", type=int, default=200_000,
+                   help="most deliveries per second the Python subscribers are asked to read: the rate is capped at this / subscribers")
     p.add_argument("--limit", type=float, default=120, help="seconds any one run may take")
     a = p.parse_args()
     for n in (int(x) for x in a.subscribers.split(",")):
-        plain = measure(a.binary, n, False, a.broadcasts, a.rate, a.limit)
-        deflate = measure(a.binary, n, True, a.broadcasts, a.rate, a.limit)
+        rate = max(1, min(a.rate, a.deliveries_per_s // n))
+        broadcasts = max(50, min(a.broadcasts, rate * 20))   # at most about 20 s per run
+        plain = measure(a.binary, n, False, broadcasts, rate, a.limit)
+        deflate = measure(a.binary, n, True, broadcasts, rate, a.limit)
         for r in (plain, deflate):
             print(json.dumps(r))
         print(json.dumps({"subscribers": n,
-                          "cpu_ratio_deflate_vs_plain": round(deflate["cpu_s_per_1000_broadcasts"] / max(plain["cpu_s_per_1000_broadcasts"], 1e-9), 3),
+                          "cpu_ratio_deflate_vs_plain": round(deflate["cpu_us_per_delivery"] / max(plain["cpu_us_per_delivery"], 1e-9), 3),
                           "wire_ratio_deflate_vs_plain": round(deflate["bytes_per_delivery"] / plain["bytes_per_delivery"], 3)}), flush=True)
     return 0
 
