@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Security benches (issue 11), each comparing runs made in the same invocation:
 
-  upgrades  WebSocket upgrades with --auth off vs HS256 / ES256 / RS256 tokens: upgrades/s and
+  upgrades  WebSocket upgrades with --auth off vs HS256 / ES256 / RS256 tokens (one token per mode,
+            so after the first the server's verified-token cache answers; HS256-new: a new
+            token every upgrade, each parsed and its signature checked): upgrades/s and
             server CPU per upgrade, each server pinned to the same CPU, the modes alternating
             in rounds;
   fanout    broadcast to N idle subscribers over TLS vs plain: server CPU per delivery and the
@@ -105,6 +107,11 @@ def tokens(work):
     run("openssl", "pkey", "-in", os.path.join(work, "rsa.key"), "-pubout", "-out", os.path.join(work, "rsa.pub"))
     claims = b64(json.dumps({"sub": "acc-bench", "exp": int(time.time()) + 3600}).encode())
 
+    def fresh_hs256(i):
+        c = b64(json.dumps({"sub": "acc-bench", "exp": int(time.time()) + 3600, "jti": i}).encode())
+        body = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "." + c
+        return body + "." + b64(hmac.new(SECRET, body.encode(), hashlib.sha256).digest())
+
     def signed(alg, sign):
         body = b64(json.dumps({"alg": alg, "typ": "JWT"}).encode()) + "." + claims
         return body + "." + b64(sign(body.encode()))
@@ -115,6 +122,9 @@ def tokens(work):
     return {
         "off": ([], None),
         "HS256": (["--auth", "required", "--jwt-secret-file", secret], signed("HS256", lambda d: hmac.new(SECRET, d, hashlib.sha256).digest())),
+        # Every upgrade with a token the server has not seen (a reconnect storm after another
+        # node failed): no help from the server's cache of verified tokens.
+        "HS256-new": (["--auth", "required", "--jwt-secret-file", secret], fresh_hs256),
         "ES256": (["--auth", "required", "--jwt-public-key-file", os.path.join(work, "ec.pub")],
                   signed("ES256", lambda d: der_to_raw(openssl_sign(os.path.join(work, "ec.key"))(d)))),
         "RS256": (["--auth", "required", "--jwt-public-key-file", os.path.join(work, "rsa.pub")],
@@ -142,12 +152,16 @@ def upgrades(binary, cpu, modes, count, seconds, rounds=5):
         for _ in range(rounds):
             for mode, (_, token) in modes.items():
                 server, t = servers[mode], totals[mode]
-                request = upgrade_request(token)
                 batch = count // rounds
+                # A callable mints a new token per upgrade, before the clock starts.
+                requests = [upgrade_request(token(t["done"] + i)) for i in range(batch)] if callable(token) else None
+                request = None if requests else upgrade_request(token)
                 c0, t0 = server.cpu(), time.monotonic()
-                for _ in range(batch):
+                for i in range(batch):
                     if time.monotonic() > deadline:
                         break
+                    if requests:
+                        request = requests[i]
                     s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
                     s.sendall(request)
                     data = b""

@@ -77,6 +77,8 @@ public struct ServerConfiguration: Sendable {
     public var auth = AuthMode.off
     /// The keys and claim rules tokens are checked with; needed unless `auth` is off.
     public var tokenVerifier: TokenVerifier?
+    /// Tokens each reactor remembers having verified (`VerifiedTokenCache`); 0: none.
+    public var tokenCacheSize = 1024
     /// How long before a token's `exp` the server asks for a fresh one (`RefreshToken`):
     /// a minute is many round trips for the client to fetch one, even on a poor link.
     public var tokenRefreshLeadMilliseconds = 60_000

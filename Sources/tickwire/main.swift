@@ -111,6 +111,9 @@ struct Tickwire: ParsableCommand {
     @Option(help: "Clock skew allowed on exp and nbf.")
     var jwtLeeway = DurationArgument(milliseconds: 30_000)
 
+    @Option(help: "Tokens each worker remembers having verified, by their exact bytes: a reconnect with the same token skips the parse and the signature (its exp, nbf, iss and aud are checked again). At most 8 KiB each. 0: verify every time.")
+    var jwtCacheSize = 1024
+
     @Option(help: "How long before a token expires the server asks the client for a new one (RefreshToken).")
     var tokenRefreshLead = DurationArgument(milliseconds: 60_000)
 
@@ -212,6 +215,8 @@ struct Tickwire: ParsableCommand {
         case .failure(let error):
             throw ValidationError(error.description)
         }
+        guard (0...1 << 20).contains(jwtCacheSize) else { throw ValidationError("--jwt-cache-size must be from 0 to 1048576 tokens") }
+        config.tokenCacheSize = jwtCacheSize
         config.tokenRefreshLeadMilliseconds = tokenRefreshLead.milliseconds
         config.allowedOrigins = allowedOrigin
         config.compression = compression != "off"
@@ -424,7 +429,7 @@ func argumentsWithEnvironment() -> [String] {
         "handshake-timeout", "close-timeout", "shutdown-grace", "max-header-bytes", "max-body-size",
         "log-level", "log-format", "history", "max-backlog", "publish-token", "symbols", "sim-rate", "sim-seed", "send-buffer",
         "tls-cert", "tls-key", "auth", "jwt-secret-file", "jwt-public-key-file", "jwks-file", "jwt-issuer",
-        "jwt-audience", "jwt-leeway", "token-refresh-lead", "max-connections-per-ip", "max-new-connections-per-ip",
+        "jwt-audience", "jwt-leeway", "jwt-cache-size", "token-refresh-lead", "max-connections-per-ip", "max-new-connections-per-ip",
         "max-connections-per-account", "max-messages-per-second", "max-symbols", "compression", "compression-min-size", "compression-level",
         "redis", "redis-password-file", "redis-connect-timeout", "redis-command-timeout", "redis-startup-timeout",
         "leader-lease-ttl", "max-frequency-limit", "max-bandwidth",

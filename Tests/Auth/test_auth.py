@@ -300,10 +300,33 @@ def test_auth_off_keeps_one_tenant(tmp_path):
         srv.stop()
 
 
+def test_a_cached_token_still_expires_and_a_forged_one_never_hits(tmp_path, keys):
+    # One worker, so the second connect meets the first one's cache; no leeway, so exp is exact.
+    srv = server(tmp_path, keys, "--workers", "1", "--jwt-leeway", "0s")
+    try:
+        exp = int(time.time()) + 2
+        token = hs256({"sub": "acc-a", "exp": exp})
+        for _ in range(3):
+            _, _, hello = connect(srv, "/ws?token=" + token)
+            assert hello["data"]["accounts"] == ["acc-a"]
+        assert srv.metric("tickwire_auth_cache_hits_total") == 2, "the second and third connects were answered by the cache"
+        # The same header and signature over other claims: other bytes, so no hit.
+        h, _, sig = token.split(".")
+        forged = f"{h}.{b64(json.dumps({'sub': 'acc-b', 'exp': exp}).encode())}.{sig}"
+        assert refused(srv, "/ws?token=" + forged).body["code"] == "bad_signature"
+        wait_for(lambda: time.time() >= exp + 0.2, timeout=5, what="the token's exp to pass")
+        e = refused(srv, "/ws?token=" + token)
+        assert e.status == 401 and e.body["code"] == "expired", e.body
+        assert srv.metric("tickwire_auth_cache_hits_total") == 3
+    finally:
+        srv.stop()
+
+
 @pytest.mark.parametrize("args, says", [
     (["--auth", "required"], "needs a key"),
     (["--auth", "sometimes"], "--auth must be off, optional or required"),
     (["--jwt-secret-file", "/nonexistent"], "--jwt-secret-file /nonexistent"),
+    (["--jwt-cache-size", "2000000"], "--jwt-cache-size must be from 0 to 1048576"),
 ])
 def test_flags_say_what_to_fix(args, says, tmp_path, keys):
     r = subprocess.run([BIN, "--port", "0", *args], capture_output=True, text=True, timeout=10)

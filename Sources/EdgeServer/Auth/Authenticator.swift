@@ -4,15 +4,22 @@ import Glibc
 import WireProtocol
 
 /// Checks the token of a `/ws` upgrade, a snapshot request or an in-band `Refresh`
-/// (PROTOCOL.md "Authentication"). A value: every reactor has its own copy; verifying is
-/// pure CPU work on the reactor (HS256 a few microseconds), with no lock and no I/O.
+/// (PROTOCOL.md "Authentication"). Every reactor has its own, with its own cache of the
+/// tokens it verified (`--jwt-cache-size`); verifying is pure CPU work on the reactor (HS256
+/// a few microseconds), with no lock and no I/O.
 struct Authenticator {
     let mode: AuthMode
     let verifier: TokenVerifier?
+    /// nil: every token is parsed and its signature checked each time.
+    let cache: VerifiedTokenCache?
+    /// Where the tokens the cache answered are counted (the reactor's own counters).
+    private let stats: WorkerStats?
 
-    init(config: ServerConfiguration) {
+    init(config: ServerConfiguration, stats: WorkerStats? = nil) {
         mode = config.auth
         verifier = config.tokenVerifier
+        cache = config.tokenVerifier != nil && config.tokenCacheSize > 0 ? VerifiedTokenCache(capacity: config.tokenCacheSize) : nil
+        self.stats = stats
     }
 
     enum Outcome {
@@ -45,11 +52,26 @@ struct Authenticator {
     }
 
     /// Verifies one token against the configured keys and claim rules, at the wall clock's now.
+    /// A token this reactor verified before skips the parse and the signature; its claims
+    /// are checked again, so an expired one is refused as `expired` all the same.
     func verify(_ token: String) -> Result<AccessGrant, TokenFailure> {
         guard let verifier else { return .failure(.missing) }
         var token = token
-        return token.withUTF8 { bytes in
-            verifier.verify(UnsafeRawBufferPointer(bytes), now: Int64(time(nil))).map { AccessGrant($0) }
+        let now = Int64(time(nil))
+        return token.withUTF8 { utf8 in
+            let bytes = UnsafeRawBufferPointer(utf8)
+            guard let cache else { return verifier.verify(bytes, now: now).map { AccessGrant($0) } }
+            let hash = VerifiedTokenCache.hash(bytes)
+            if let hit = cache.lookup(bytes, hash: hash) {
+                stats?.tokenCacheHits.bump()
+                if let failure = verifier.policy.check(hit.claims, now: now) { return .failure(failure) }
+                return .success(hit.grant)
+            }
+            return verifier.verify(bytes, now: now).map { claims in
+                let grant = AccessGrant(claims)
+                cache.store(bytes, hash: hash, claims: claims, grant: grant)
+                return grant
+            }
         }
     }
 

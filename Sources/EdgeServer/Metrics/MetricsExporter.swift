@@ -146,6 +146,8 @@ actor MetricsExporter {
     private func authMetrics(_ text: inout MetricsText, _ sum: ((WorkerStats) -> UInt64) -> UInt64) {
         text.labeled("tickwire_auth_total", "counter", "Token checks on WebSocket upgrades and snapshot requests, by result.",
                      AuthResult.allCases.map { r in ("result=\"\(r.label)\"", Double(sum { $0.authResults[r.rawValue].load(ordering: .relaxed) })) })
+        text.counter("tickwire_auth_cache_hits_total", "Token checks answered by a reactor's cache of tokens it verified before (--jwt-cache-size): no parse, no signature; claims checked again.",
+                     Double(sum { $0.tokenCacheHits.load(ordering: .relaxed) }))
         text.labeled("tickwire_token_refreshes_total", "counter", "In-band Refresh messages, by result.", [
             ("result=\"accepted\"", Double(sum { $0.tokenRefreshes.load(ordering: .relaxed) })),
             ("result=\"refused\"", Double(sum { $0.tokenRefreshesRefused.load(ordering: .relaxed) })),

@@ -50,7 +50,7 @@ final class Worker: @unchecked Sendable {
     /// At most 256 spare blocks of each size (1.1 MiB) stay cached per reactor;
     /// housekeeping shrinks the cache when traffic calms down, so idle memory goes back.
     let pool = BufferPool(blockSize: 4096, maxFree: 256)
-    let stats = WorkerStats()
+    let stats: WorkerStats
     let clock = ReactorClock()
     let logger: Logger
     /// Stop accepting and close every connection (SIGTERM, SIGINT).
@@ -101,7 +101,9 @@ final class Worker: @unchecked Sendable {
         var logger = context.logger
         logger[metadataKey: "worker"] = "\(index)"
         self.logger = logger
-        authenticator = Authenticator(config: context.config)
+        let stats = WorkerStats()
+        self.stats = stats
+        authenticator = Authenticator(config: context.config, stats: stats)
         admission = Admission(config: context.config, addresses: context.addressCounts, addressRates: context.addressRates,
                               accounts: context.accountCounts)
 

@@ -45,6 +45,8 @@ final class WorkerStats: Sendable {
     let tlsPlaintextRequests = Atomic<UInt64>(0)
     /// Token checks on upgrades and snapshots, by result (`AuthResult`).
     let authResults: InlineArray<13, Atomic<UInt64>> = InlineArray { _ in Atomic<UInt64>(0) }
+    /// Token checks answered by the reactor's cache of verified tokens.
+    let tokenCacheHits = Atomic<UInt64>(0)
     /// In-band `Refresh` messages accepted and refused.
     let tokenRefreshes = Atomic<UInt64>(0)
     let tokenRefreshesRefused = Atomic<UInt64>(0)

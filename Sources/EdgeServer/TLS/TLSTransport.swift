@@ -94,7 +94,8 @@ final class TLSTransport {
     func readAgainIfBuffered(_ c: UnsafeMutablePointer<Connection>) {
         guard let session = c.pointee.tls, c.pointee.isLive, tw_tls_pending(session) > 0,
               !c.pointee.flags.contains(.readPaused), !c.pointee.flags.contains(.inputStopped) else { return }
-        ev_feed_event(worker.loop.raw, UnsafeMutableRawPointer(&c.pointee.io), TW_EV_READ)
+        // The watcher's address inside the connection's stable slot (not a temporary's).
+        ev_feed_event(worker.loop.raw, UnsafeMutableRawPointer(c) + MemoryLayout<Connection>.offset(of: \.io)!, TW_EV_READ)
     }
 
     /// Our side is done: close_notify before the TCP FIN (best effort, never blocks).
