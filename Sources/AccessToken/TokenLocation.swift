@@ -42,7 +42,9 @@ public enum TokenLocation {
             guard value.utf8.count > 7, hasBearerScheme(value) else {
                 return .failure(.malformed("the Authorization header must be 'Bearer <token>'"))
             }
-            return .success(LocatedToken(token: String(trim(value.dropFirst(7))), source: .authorization, subprotocol: answer))
+            // "Bearer " is 7 ASCII bytes (checked above): cut on the bytes, not on Characters.
+            let afterScheme = value.utf8.index(value.startIndex, offsetBy: 7)
+            return .success(LocatedToken(token: String(trim(value[afterScheme...])), source: .authorization, subprotocol: answer))
         }
         if let entry = offered.first(where: { $0.lowercased().hasPrefix(bearerPrefix) }) {
             let token = entry.dropFirst(bearerPrefix.count)
@@ -68,10 +70,17 @@ public enum TokenLocation {
         return expected.next() == nil
     }
 
+    /// Spaces and tabs off both ends, found on the UTF-8 bytes (no grapheme breaking).
     private static func trim(_ s: Substring) -> Substring {
-        var s = s
-        while let f = s.first, f == " " || f == "\t" { s.removeFirst() }
-        while let l = s.last, l == " " || l == "\t" { s.removeLast() }
-        return s
+        let u = s.utf8
+        var start = u.startIndex
+        var end = u.endIndex
+        while start < end, u[start] == 0x20 || u[start] == 0x09 { start = u.index(after: start) }
+        while start < end {
+            let last = u.index(before: end)
+            guard u[last] == 0x20 || u[last] == 0x09 else { break }
+            end = last
+        }
+        return s[start..<end]
     }
 }

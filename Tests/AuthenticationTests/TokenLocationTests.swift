@@ -38,3 +38,16 @@ import Testing
         #expect(refusal(query: "") != nil)
     }
 }
+
+@Suite struct TokenLocationByteTests {
+    @Test func aCombiningMarkAfterTheSchemeIsPartOfTheTokenNotOfTheSpace() throws {
+        // Character-wise, " \u{301}" is one Character; the token is cut on bytes.
+        let located = try TokenLocation.locate(authorization: "Bearer \u{301}abc", subprotocols: nil, query: nil).get()
+        #expect(located?.token == "\u{301}abc")
+    }
+
+    @Test func spacesAndTabsAroundTheTokenAreTrimmed() throws {
+        let located = try TokenLocation.locate(authorization: " \tBearer \t a.b.c \t", subprotocols: nil, query: nil).get()
+        #expect(located?.token == "a.b.c")
+    }
+}
