@@ -13,7 +13,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-OUT=${FUZZ_BUILD_DIR:-.build-fuzz}
+# Absolute: a run with -jobs works from inside it (see run).
+OUT=$(realpath -m "${FUZZ_BUILD_DIR:-.build-fuzz}")
 SWIFTC=${SWIFTC:-swiftc}
 JOBS=${FUZZ_JOBS:-1}
 # libFuzzer reports a crash itself; Swift's own backtracer would only slow that down.
@@ -90,11 +91,15 @@ run() {
         mkdir -p "$work" "$crashes" "$OUT/logs"
         local flags=(-max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
                      -artifact_prefix="$crashes/")
-        [ -f "Fuzz/dict/$t.dict" ] && flags+=(-dict="Fuzz/dict/$t.dict")
+        [ -f "Fuzz/dict/$t.dict" ] && flags+=(-dict="$PWD/Fuzz/dict/$t.dict")
+        # With -jobs, libFuzzer writes each job's fuzz-N.log into its working directory:
+        # run it from the logs folder, with every path absolute.
         ((JOBS > 1)) && flags+=(-jobs="$JOBS" -workers="$JOBS")
+        local jobdir=$OUT/logs/$t-jobs
+        mkdir -p "$jobdir"
         echo "fuzz: $t for ${seconds}s (log: $log)"
         # shellcheck disable=SC2086  # FUZZ_FLAGS is a list of flags
-        if "$OUT/bin/$t" "${flags[@]}" ${FUZZ_FLAGS:-} "$work" "Fuzz/corpus/$t" >"$log" 2>&1; then
+        if (cd "$jobdir" && "$OUT/bin/$t" "${flags[@]}" ${FUZZ_FLAGS:-} "$work" "$OLDPWD/Fuzz/corpus/$t") >"$log" 2>&1; then
             summarize "$t" "$log"
         else
             summarize "$t" "$log"
