@@ -7,7 +7,8 @@ publish until every subscriber's bytes stop growing. Subscribers live in child p
 
   scripts/bench_deflate.py BIN [--subscribers 1000,10000] [--broadcasts 1000] [--rate 500]
 
-Prints one line per (subscribers, mode): CPU per delivery (deliveries as /metrics counts
+First, server memory per idle connection with and without permessage-deflate (--idle N).
+Then one line per (subscribers, mode): CPU per delivery (deliveries as /metrics counts
 them), bytes per delivery, and the deflate/plain ratios; "conflated" > 0 means subscribers
 fell behind and the run understates the work. The rate is capped so that Python
 subscribers can read every delivery (--deliveries-per-s). Every step has a deadline.
@@ -71,6 +72,60 @@ def market(i):
     return {"type": "MarketData", "data": {"symbol": "BTCUSDT", "price": 43000.0 + (i % 977) * 0.25, "price_change_24h": 812.5,
                                            "price_change_percent_24h": 1.93, "volume_24h": 18234.772, "high_24h": 43950.0,
                                            "low_24h": 41870.5, "timestamp": 1764547200000 + i}}
+
+
+def rss(pid):
+    """(VmRSS, RssAnon) of a process, in bytes."""
+    out = {}
+    for line in open(f"/proc/{pid}/status"):
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "RssAnon"):
+            out[key] = int(value.split()[0]) * 1024
+    return out["VmRSS"], out["RssAnon"]
+
+
+def idle(binary, count, deflate, limit):
+    """Server memory per idle /ws connection that negotiated permessage-deflate, or plain:
+    RSS after `count` connections are open and quiet, less RSS before."""
+    port = free_port()
+    server = subprocess.Popen([binary, "--host", "127.0.0.1", "--port", str(port), "--no-simulator", "--workers", "2",
+                               "--log-level", "warning", "--compression", "on"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    children = []
+    try:
+        wait_for(lambda: listening(port), what="the server")
+        time.sleep(0.5)
+        before = rss(server.pid)
+        left = count
+        while left > 0:
+            n = min(left, PER_PROCESS)
+            children.append(subprocess.Popen([sys.executable, __file__, "--child", str(port), str(n), "1" if deflate else "0", str(limit),
+                                              f"127.0.0.{next(SOURCES)}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+            left -= n
+        for child in children:
+            sel = selectors.DefaultSelector()
+            sel.register(child.stdout, selectors.EVENT_READ)
+            if not sel.select(limit):
+                raise TimeoutError("a subscriber process went quiet")
+            report = json.loads(child.stdout.readline() or "{}")
+            if "connected" not in report:
+                raise RuntimeError(f"a subscriber process failed: {report}")
+        time.sleep(1.0)
+        after = rss(server.pid)
+        return {"idle_connections": count, "mode": "deflate" if deflate else "plain",
+                "rss_bytes_per_connection": round((after[0] - before[0]) / count, 1),
+                "anon_bytes_per_connection": round((after[1] - before[1]) / count, 1)}
+    finally:
+        for child in children:
+            try:
+                child.stdin.close()
+                child.wait(10)
+            except (OSError, subprocess.TimeoutExpired):
+                child.kill()
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
 
 
 def metric(port, name):
@@ -174,7 +229,11 @@ def main():
     p.add_argument("--deliveries-per-s", type=int, default=200_000,
                    help="most deliveries per second the Python subscribers are asked to read: the rate is capped at this / subscribers")
     p.add_argument("--limit", type=float, default=120, help="seconds any one run may take")
+    p.add_argument("--idle", type=int, default=16000, help="idle connections for the memory rows (0: skip)")
     a = p.parse_args()
+    if a.idle:
+        for deflate in (False, True):
+            print(json.dumps(idle(a.binary, a.idle, deflate, a.limit)), flush=True)
     for n in (int(x) for x in a.subscribers.split(",")):
         rate = max(1, min(a.rate, a.deliveries_per_s // n))
         broadcasts = max(50, min(a.broadcasts, rate * 20))   # at most about 20 s per run
