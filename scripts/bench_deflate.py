@@ -84,23 +84,50 @@ def rss(pid):
     return out["VmRSS"], out["RssAnon"]
 
 
+def start_server(binary, compression):
+    port = free_port()
+    server = subprocess.Popen([binary, "--host", "127.0.0.1", "--port", str(port), "--no-simulator", "--workers", "2",
+                               "--log-level", "warning", "--compression", "on" if compression else "off"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return port, server
+
+
+def spawn_subscribers(port, count, deflate, limit):
+    """Child processes holding `count` /ws connections between them, each from its own address."""
+    children = []
+    while count > 0:
+        n = min(count, PER_PROCESS)
+        children.append(subprocess.Popen([sys.executable, __file__, "--child", str(port), str(n), "1" if deflate else "0", str(limit),
+                                          f"127.0.0.{next(SOURCES)}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+        count -= n
+    return children
+
+
+def stop(children, server):
+    """Children first (closing stdin ends them), then the server; each bounded."""
+    for child in children:
+        try:
+            child.stdin.close()
+            child.wait(10)
+        except (OSError, subprocess.TimeoutExpired):
+            child.kill()
+    server.terminate()
+    try:
+        server.wait(10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
 def idle(binary, count, deflate, limit):
     """Server memory per idle /ws connection that negotiated permessage-deflate, or plain:
     RSS after `count` connections are open and quiet, less RSS before."""
-    port = free_port()
-    server = subprocess.Popen([binary, "--host", "127.0.0.1", "--port", str(port), "--no-simulator", "--workers", "2",
-                               "--log-level", "warning", "--compression", "on"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port, server = start_server(binary, compression=True)
     children = []
     try:
         wait_for(lambda: listening(port), what="the server")
         time.sleep(0.5)
         before = rss(server.pid)
-        left = count
-        while left > 0:
-            n = min(left, PER_PROCESS)
-            children.append(subprocess.Popen([sys.executable, __file__, "--child", str(port), str(n), "1" if deflate else "0", str(limit),
-                                              f"127.0.0.{next(SOURCES)}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
-            left -= n
+        children = spawn_subscribers(port, count, deflate, limit)
         for child in children:
             sel = selectors.DefaultSelector()
             sel.register(child.stdout, selectors.EVENT_READ)
@@ -115,17 +142,7 @@ def idle(binary, count, deflate, limit):
                 "rss_bytes_per_connection": round((after[0] - before[0]) / count, 1),
                 "anon_bytes_per_connection": round((after[1] - before[1]) / count, 1)}
     finally:
-        for child in children:
-            try:
-                child.stdin.close()
-                child.wait(10)
-            except (OSError, subprocess.TimeoutExpired):
-                child.kill()
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(children, server)
 
 
 def metric(port, name):
@@ -140,20 +157,11 @@ SOURCES = iter(range(2, 250))   # 127.0.0.N for the children, a fresh one per ch
 
 
 def measure(binary, subscribers, deflate, broadcasts, rate, limit):
-    port = free_port()
-    server = subprocess.Popen([binary, "--host", "127.0.0.1", "--port", str(port), "--no-simulator", "--workers", "2",
-                               "--log-level", "warning", "--compression", "on" if deflate else "off"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port, server = start_server(binary, compression=deflate)
     children = []
     try:
         wait_for(lambda: listening(port), what="the server")
-        left = subscribers
-        while left > 0:
-            n = min(left, PER_PROCESS)
-            children.append(subprocess.Popen([sys.executable, __file__, "--child", str(port), str(n), "1" if deflate else "0", str(limit),
-                                              f"127.0.0.{next(SOURCES)}"],
-                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
-            left -= n
+        children = spawn_subscribers(port, subscribers, deflate, limit)
         latest = [0] * len(children)
 
         def poll(child_index, timeout):
@@ -204,17 +212,7 @@ def measure(binary, subscribers, deflate, broadcasts, rate, limit):
                 "cpu_us_per_delivery": round(cpu * 1e6 / max(delivered, 1), 3),
                 "bytes_per_delivery": round(wire / max(delivered, 1), 1)}
     finally:
-        for child in children:
-            try:
-                child.stdin.close()
-                child.wait(10)
-            except (OSError, subprocess.TimeoutExpired):
-                child.kill()
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(children, server)
 
 
 def main():
